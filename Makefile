@@ -1,0 +1,37 @@
+# Every target installs what it needs into $(VENV), once: the stamp files make a second run a no-op.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.dualalign-install
+TEST_STAMP := $(VENV)/.dualalign-test-deps
+PYTEST_ARGS ?=
+
+.PHONY: install demo test clean-venv
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: detectron2's setup.py imports it. An importable torch is kept as it is.
+$(STAMP): $(PY) requirements.txt scripts/install_detectron2.py pyproject.toml
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -r requirements.txt
+	$(PY) scripts/install_detectron2.py
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -q "pytest>=7,<10" "pytest-timeout>=2,<3"
+	@touch $@
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,192 @@
+"""``add_dualalign_config``: the one place where dualalign's config keys are declared.
+
+Every key carries a one-line comment with its meaning and unit. Where the paper (Chai et al.,
+ISBI 2022, section 2.3) fixes a hyper-parameter, its value is the default; README's "Config
+keys" table lists both side by side. ``validate_dualalign_config`` refuses impossible values at
+start-up with the key, the value and the allowed range.
+"""
+from detectron2.config import CfgNode as CN
+
+METHODS = ("supervised", "dualalign", "csd", "mean_teacher")
+READ_ERROR_MODES = ("skip", "strict")
+
+
+def add_dualalign_config(cfg):
+    """Add all dualalign keys to a detectron2 ``cfg`` in place (idempotent)."""
+    if hasattr(cfg, "DUALALIGN"):
+        return
+    _C = cfg
+    _C.DUALALIGN = CN()
+    # Training method: one of METHODS. "supervised" ignores the unlabelled data.
+    _C.DUALALIGN.METHOD = "dualalign"
+    # lambda(t) of Eq. 9: w_max, the weight reached after the ramp-up (unitless).
+    _C.DUALALIGN.LOSS_WEIGHT = 1.0
+    # lambda(t) of Eq. 9: T, the sigmoid ramp-up length in iterations (0 = no ramp).
+    _C.DUALALIGN.RAMPUP_ITERS = 2000
+
+    # Which of the four metric terms of Eq. 9 are on (Table 2's ablations are config changes).
+    _C.DUALALIGN.LOSS = CN()
+    _C.DUALALIGN.LOSS.PML_LABELED = True  # L_pml, Eq. 2
+    _C.DUALALIGN.LOSS.PML_UNLABELED = True  # L'_pml, Eq. 3
+    _C.DUALALIGN.LOSS.PMB_LABELED = True  # L_pmb, Eq. 7
+    _C.DUALALIGN.LOSS.PMB_UNLABELED = True  # L'_pmb, Eq. 8
+
+    # Projection head of Eq. 1: x = W2 relu(W1 H).
+    _C.DUALALIGN.EMBED = CN()
+    _C.DUALALIGN.EMBED.HIDDEN_DIM = 512  # output size of W1 (channels)
+    _C.DUALALIGN.EMBED.DIM = 128  # output size of W2, the metric-space dimension D
+    _C.DUALALIGN.EMBED.NORMALIZE = True  # L2-normalise embeddings and proxies (method.md)
+
+    # Class proxies p_c of Eq. 2-3.
+    _C.DUALALIGN.PROXY = CN()
+    _C.DUALALIGN.PROXY.BASE_LR = 0.01  # SGD learning rate of the proxies' param group (paper)
+    _C.DUALALIGN.PROXY.INCLUDE_BACKGROUND = False  # add a background proxy (needed when C == 1)
+
+    # Pseudo labels of unlabelled proposals (Eq. 3, 4).
+    _C.DUALALIGN.PSEUDO = CN()
+    _C.DUALALIGN.PSEUDO.SCORE_THRESH = 0.5  # keep a proposal when its max fg softmax > this (paper)
+    # Unlabelled proposals per image fed to the box head, highest objectness first.
+    _C.DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE = 512
+
+    # Prototype alignment, Eq. 5-8.
+    _C.DUALALIGN.PROTO = CN()
+    _C.DUALALIGN.PROTO.MARGIN = 1.0  # m of Eq. 6, in metric-space distance units (paper)
+
+    # Memory bank of labelled prototypes P_M.
+    _C.DUALALIGN.MEMORY = CN()
+    _C.DUALALIGN.MEMORY.SIZE = 1024  # capacity in prototype rows (paper)
+
+    # Unlabelled images per step over all workers; -1 = SOLVER.IMS_PER_BATCH (equal sampling).
+    _C.DUALALIGN.UNLABELED_IMS_PER_BATCH = -1
+
+    # Datasets declared in the config (registered by dualalign.data.register_from_config).
+    _C.DUALALIGN.DATASETS = CN()
+    # Labelled COCO sets: list of [name, json_path, image_root].
+    _C.DUALALIGN.DATASETS.COCO = []
+    # Unlabelled sets: list of [name, source] or [name, source, image_root]; source is a folder
+    # of images, a COCO json (annotations ignored) or a .txt file with one image path per line.
+    _C.DUALALIGN.DATASETS.UNLABELED = []
+    # Names of the unlabelled sets to train on (the labelled ones are DATASETS.TRAIN).
+    _C.DUALALIGN.DATASETS.TRAIN_UNLABELED = ()
+    # Fraction of the labelled training images kept (0 < f <= 1); the rest is unused.
+    _C.DUALALIGN.DATASETS.LABELED_FRACTION = 1.0
+    # Seed of the labelled-fraction draw.
+    _C.DUALALIGN.DATASETS.SPLIT_SEED = 0
+    # Image field that groups images (patient/slide); a group never spans two splits.
+    _C.DUALALIGN.DATASETS.GROUP_KEY = "patient_id"
+    # Where the chosen image ids are written ("" = OUTPUT_DIR/labeled_split.json).
+    _C.DUALALIGN.DATASETS.SPLIT_FILE = ""
+    # Also train on the unselected labelled images as unlabelled data (annotations dropped).
+    _C.DUALALIGN.DATASETS.REMAINDER_AS_UNLABELED = False
+    # Unreadable unlabelled image during training: "skip" (warn and count) or "strict" (stop).
+    _C.DUALALIGN.DATASETS.READ_ERRORS = "skip"
+
+    # Training-time augmentation (applied to labelled and unlabelled images alike).
+    _C.DUALALIGN.AUG = CN()
+    _C.DUALALIGN.AUG.HFLIP_PROB = 0.5  # probability of a horizontal flip
+    _C.DUALALIGN.AUG.VFLIP_PROB = 0.5  # probability of a vertical flip
+    _C.DUALALIGN.AUG.BRIGHTNESS = 0.2  # intensity scale drawn from [1 - b, 1 + b]
+    _C.DUALALIGN.AUG.CONTRAST = 0.2  # contrast scale drawn from [1 - c, 1 + c]
+    _C.DUALALIGN.AUG.SATURATION = 0.2  # saturation scale drawn from [1 - s, 1 + s]
+    _C.DUALALIGN.AUG.HUE = 0.02  # hue shift drawn from [-h, h], in fractions of a full turn
+
+    # Evaluation: COCO-style AP averaged over this IoU grid (the paper's AP10..AP70).
+    _C.DUALALIGN.EVAL = CN()
+    _C.DUALALIGN.EVAL.IOU_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+
+    # Fault handling during training.
+    _C.DUALALIGN.SOLVER = CN()
+    # Non-finite loss steps that are skipped (no update) before the run stops.
+    _C.DUALALIGN.SOLVER.MAX_BAD_STEPS = 0
+
+    # CSD baseline (Jeong et al., NeurIPS 2019).
+    _C.DUALALIGN.CSD = CN()
+    _C.DUALALIGN.CSD.WEIGHT = 1.0  # maximum consistency weight (CSD paper)
+    _C.DUALALIGN.CSD.RAMPUP_ITERS = 2000  # Gaussian ramp-up length in iterations
+    _C.DUALALIGN.CSD.RAMPDOWN_ITERS = 2000  # Gaussian ramp-down length before MAX_ITER
+    # Background elimination: keep proposals whose max foreground probability exceeds this.
+    _C.DUALALIGN.CSD.BG_THRESH = 0.5
+
+    # Mean Teacher baseline (Tarvainen & Valpola, 2017).
+    _C.DUALALIGN.MEAN_TEACHER = CN()
+    _C.DUALALIGN.MEAN_TEACHER.EMA_DECAY = 0.999  # teacher = decay * teacher + (1 - decay) * student
+    _C.DUALALIGN.MEAN_TEACHER.WEIGHT = 1.0  # maximum consistency weight
+    _C.DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS = 2000  # sigmoid ramp-up length in iterations
+    _C.DUALALIGN.MEAN_TEACHER.EVAL_TEACHER = True  # evaluate the teacher (False: the student)
+
+
+def _fail(key, value, allowed):
+    raise ValueError(f"config error: {key} = {value!r}; allowed: {allowed}")
+
+
+def validate_dualalign_config(cfg):
+    """Refuse impossible settings before anything is built (raise ``ValueError``)."""
+    d = cfg.DUALALIGN
+    if d.METHOD not in METHODS:
+        _fail("DUALALIGN.METHOD", d.METHOD, " | ".join(METHODS))
+    checks = [
+        ("DUALALIGN.LOSS_WEIGHT", d.LOSS_WEIGHT, d.LOSS_WEIGHT >= 0, ">= 0"),
+        ("DUALALIGN.RAMPUP_ITERS", d.RAMPUP_ITERS, d.RAMPUP_ITERS >= 0, ">= 0"),
+        ("DUALALIGN.EMBED.HIDDEN_DIM", d.EMBED.HIDDEN_DIM, d.EMBED.HIDDEN_DIM > 0, "> 0"),
+        ("DUALALIGN.EMBED.DIM", d.EMBED.DIM, d.EMBED.DIM > 0, "> 0"),
+        ("DUALALIGN.PROXY.BASE_LR", d.PROXY.BASE_LR, d.PROXY.BASE_LR >= 0, ">= 0"),
+        (
+            "DUALALIGN.PSEUDO.SCORE_THRESH",
+            d.PSEUDO.SCORE_THRESH,
+            0 <= d.PSEUDO.SCORE_THRESH < 1,
+            "0 <= value < 1",
+        ),
+        (
+            "DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE",
+            d.PSEUDO.PROPOSALS_PER_IMAGE,
+            d.PSEUDO.PROPOSALS_PER_IMAGE > 0,
+            "> 0",
+        ),
+        ("DUALALIGN.PROTO.MARGIN", d.PROTO.MARGIN, d.PROTO.MARGIN > 0, "> 0"),
+        ("DUALALIGN.MEMORY.SIZE", d.MEMORY.SIZE, d.MEMORY.SIZE > 0, "> 0 (rows)"),
+        (
+            "DUALALIGN.DATASETS.LABELED_FRACTION",
+            d.DATASETS.LABELED_FRACTION,
+            0 < d.DATASETS.LABELED_FRACTION <= 1,
+            "0 < value <= 1",
+        ),
+        (
+            "DUALALIGN.DATASETS.READ_ERRORS",
+            d.DATASETS.READ_ERRORS,
+            d.DATASETS.READ_ERRORS in READ_ERROR_MODES,
+            " | ".join(READ_ERROR_MODES),
+        ),
+        ("DUALALIGN.SOLVER.MAX_BAD_STEPS", d.SOLVER.MAX_BAD_STEPS, d.SOLVER.MAX_BAD_STEPS >= 0, ">= 0"),
+        (
+            "DUALALIGN.MEAN_TEACHER.EMA_DECAY",
+            d.MEAN_TEACHER.EMA_DECAY,
+            0 <= d.MEAN_TEACHER.EMA_DECAY < 1,
+            "0 <= value < 1",
+        ),
+        ("DUALALIGN.CSD.BG_THRESH", d.CSD.BG_THRESH, 0 <= d.CSD.BG_THRESH < 1, "0 <= value < 1"),
+        ("MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+         cfg.MODEL.ROI_HEADS.NUM_CLASSES >= 1, ">= 1"),
+    ]
+    for key, value, ok, allowed in checks:
+        if not ok:
+            _fail(key, value, allowed)
+    ious = list(d.EVAL.IOU_THRESHOLDS)
+    if not ious or any(not (0 < t < 1) for t in ious):
+        _fail("DUALALIGN.EVAL.IOU_THRESHOLDS", ious, "a non-empty list of values in (0, 1)")
+    for i, entry in enumerate(d.DATASETS.COCO):
+        if len(entry) != 3:
+            _fail(f"DUALALIGN.DATASETS.COCO[{i}]", entry, "[name, json_path, image_root]")
+    for i, entry in enumerate(d.DATASETS.UNLABELED):
+        if len(entry) not in (2, 3):
+            _fail(f"DUALALIGN.DATASETS.UNLABELED[{i}]", entry, "[name, source] or [name, source, image_root]")
+    if (
+        d.METHOD == "dualalign"
+        and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
+        and not d.PROXY.INCLUDE_BACKGROUND
+        and (d.LOSS.PML_LABELED or d.LOSS.PML_UNLABELED)
+    ):
+        _fail(
+            "DUALALIGN.PROXY.INCLUDE_BACKGROUND",
+            False,
+            "True when MODEL.ROI_HEADS.NUM_CLASSES == 1 (Eq. 2 needs a second proxy)",
+        )
