@@ -63,6 +63,19 @@ rotated boxes and the fast COCO evaluator do; using one raises the ImportError b
 DUALALIGN_PLACEHOLDER = True
 
 
+# Read by detectron2.utils.collect_env when it prints the environment.
+def get_compiler_version():
+    return "none (no compiled ops: pb1-detectron2 sdist placeholder)"
+
+
+def get_cuda_version():
+    return "none"
+
+
+def has_cuda():
+    return False
+
+
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)

@@ -1,0 +1,97 @@
+"""``DualAlignRCNN``: GeneralizedRCNN that also takes an unlabelled batch in training."""
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import ImageList
+
+from .dual_alignment import LOSS_NAMES
+from .rampup import sigmoid_rampup
+
+
+def slice_batch(images: ImageList, features: Dict[str, torch.Tensor], start: int, end: int):
+    """Views of images ``[start, end)`` of a padded batch and its feature maps."""
+    sub = ImageList(images.tensor[start:end], images.image_sizes[start:end])
+    return sub, {k: v[start:end] for k, v in features.items()}
+
+
+@torch.no_grad()
+def proposals_without_loss(rpn, images: ImageList, features: Dict[str, torch.Tensor]):
+    """RPN proposals for images without ground truth (no RPN loss on unlabelled data).
+
+    The RPN is switched to inference mode for the call, so its test-time top-k applies; the
+    ROI heads take only the highest-objectness proposals of each unlabelled image anyway.
+    """
+    was_training = rpn.training
+    rpn.train(False)
+    try:
+        proposals, _ = rpn(images, features, None)
+    finally:
+        rpn.train(was_training)
+    return proposals
+
+
+@META_ARCH_REGISTRY.register()
+class DualAlignRCNN(GeneralizedRCNN):
+    """Faster R-CNN whose training step reads a labelled and an unlabelled batch (Eq. 9).
+
+    ``forward(labeled, unlabeled)`` returns the supervised Faster R-CNN losses of the labelled
+    images (L_s) and the metric terms of ``DualAlignROIHeads``, unweighted. The trainer scales
+    the terms named in ``semi_loss_names`` by :meth:`semi_loss_weight`. At inference (and with
+    no unlabelled batch) it is exactly ``GeneralizedRCNN``.
+    """
+
+    semi_loss_names = LOSS_NAMES
+
+    @configurable
+    def __init__(self, *args, rampup_iters: int = 0, loss_weight: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rampup_iters = rampup_iters
+        self.loss_weight = loss_weight
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        ret["rampup_iters"] = cfg.DUALALIGN.RAMPUP_ITERS
+        ret["loss_weight"] = cfg.DUALALIGN.LOSS_WEIGHT
+        return ret
+
+    def semi_loss_weight(self, iteration: int) -> float:
+        """lambda(t) of Eq. 9 (sigmoid ramp-up)."""
+        return sigmoid_rampup(iteration, self.rampup_iters, self.loss_weight)
+
+    def forward(self, batched_inputs: List[dict], unlabeled_inputs: Optional[List[dict]] = None):
+        if not self.training:
+            return self.inference(batched_inputs)
+        if not unlabeled_inputs:
+            return self._forward_labeled_only(batched_inputs)
+        n = len(batched_inputs)
+        images = self.preprocess_image(list(batched_inputs) + list(unlabeled_inputs))
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        # One backbone pass over both halves: same cost as two, fewer kernel launches.
+        features = self.backbone(images.tensor)
+        images_l, features_l = slice_batch(images, features, 0, n)
+        images_u, features_u = slice_batch(images, features, n, len(images))
+        proposals_l, losses = self.proposal_generator(images_l, features_l, gt_instances)
+        proposals_u = None
+        if self.roi_heads.uses_unlabeled:
+            proposals_u = proposals_without_loss(self.proposal_generator, images_u, features_u)
+        _, detector_losses = self.roi_heads(
+            images, features, proposals_l, gt_instances, unlabeled_proposals=proposals_u
+        )
+        losses.update(detector_losses)
+        return losses
+
+    def _forward_labeled_only(self, batched_inputs):
+        images = self.preprocess_image(batched_inputs)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        proposals, losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        losses.update(detector_losses)
+        return losses
+
+    def after_step(self):
+        """Post-optimizer-step update: push this step's labelled prototypes into the bank."""
+        self.roi_heads.push_prototypes()

@@ -1,0 +1,184 @@
+"""``DualAlignROIHeads``: StandardROIHeads plus the metric space of the paper (Eq. 1-8).
+
+In training the labelled sampled proposals and the top unlabelled proposals go through the box
+pooler and box head *together* (one pass), so the extra cost of the method is the box head on the
+unlabelled rows, a small MLP, a C x D distance matrix and a few prototype means. At inference the
+class behaves exactly as ``StandardROIHeads``: the projection head and proxies are not run.
+"""
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import ImageList, Instances
+from detectron2.utils.events import get_event_storage
+
+from .dual_alignment import LOSS_NAMES, MetricBatch, dual_alignment_losses
+from .memory_bank import PrototypeMemoryBank
+from .metric_losses import class_prototypes
+from .projection_head import ClassProxies, ProjectionHead
+from .pseudo_labels import gt_class_scores, pseudo_label
+
+
+@ROI_HEADS_REGISTRY.register()
+class DualAlignROIHeads(StandardROIHeads):
+    """ROI heads that own the projection head, the class proxies and the prototype memory bank.
+
+    Training inputs: ``features`` cover the labelled images first and the unlabelled images
+    after them; ``proposals`` are the labelled images' RPN proposals and ``unlabeled_proposals``
+    the unlabelled images' ones (sorted by objectness, as the RPN returns them).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        projection_head: ProjectionHead,
+        proxies: ClassProxies,
+        memory_bank: PrototypeMemoryBank,
+        pseudo_score_thresh: float,
+        unlabeled_proposals_per_image: int,
+        margin: float,
+        loss_switches: Dict[str, bool],
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if self.mask_on or self.keypoint_on:
+            raise ValueError("DualAlignROIHeads supports box detection only (MODEL.MASK_ON=False)")
+        self.projection_head = projection_head
+        self.proxies = proxies
+        self.memory_bank = memory_bank
+        self.pseudo_score_thresh = pseudo_score_thresh
+        self.unlabeled_proposals_per_image = unlabeled_proposals_per_image
+        self.margin = margin
+        self.loss_switches = loss_switches
+        self._step_prototypes = None
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        d = cfg.DUALALIGN
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        ret["projection_head"] = ProjectionHead(
+            in_dim=ret["box_head"].output_shape.channels,
+            hidden_dim=d.EMBED.HIDDEN_DIM,
+            out_dim=d.EMBED.DIM,
+            normalize=d.EMBED.NORMALIZE,
+        )
+        ret["proxies"] = ClassProxies(
+            num_classes, d.EMBED.DIM, include_background=d.PROXY.INCLUDE_BACKGROUND,
+            normalize=d.EMBED.NORMALIZE,
+        )
+        ret["memory_bank"] = PrototypeMemoryBank(d.MEMORY.SIZE, d.EMBED.DIM, num_classes)
+        ret["pseudo_score_thresh"] = d.PSEUDO.SCORE_THRESH
+        ret["unlabeled_proposals_per_image"] = d.PSEUDO.PROPOSALS_PER_IMAGE
+        ret["margin"] = d.PROTO.MARGIN
+        ret["loss_switches"] = {
+            "loss_pml_l": d.LOSS.PML_LABELED,
+            "loss_pml_u": d.LOSS.PML_UNLABELED,
+            "loss_pmb_l": d.LOSS.PMB_LABELED,
+            "loss_pmb_u": d.LOSS.PMB_UNLABELED,
+        }
+        return ret
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether any enabled term reads unlabelled proposals."""
+        return self.loss_switches["loss_pml_u"] or self.loss_switches["loss_pmb_u"]
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+        unlabeled_proposals: Optional[List[Instances]] = None,
+    ):
+        if not self.training:
+            return super().forward(images, features, proposals, targets)
+        assert targets, "'targets' argument is required during training"
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        if not self.uses_unlabeled:
+            unlabeled_proposals = None
+        boxes = [p.proposal_boxes for p in proposals]
+        if unlabeled_proposals is not None:
+            k = self.unlabeled_proposals_per_image
+            boxes += [p.proposal_boxes[:k] for p in unlabeled_proposals]
+        box_features = self.box_pooler([features[f] for f in self.box_in_features], boxes)
+        box_features = self.box_head(box_features)  # H, the proposal features of Eq. 1
+        class_logits, deltas = self.box_predictor(box_features)
+        n_l = sum(len(p) for p in proposals)
+        losses = self.box_predictor.losses((class_logits[:n_l], deltas[:n_l]), proposals)
+        losses.update(
+            self._metric_losses(box_features, class_logits, n_l, proposals, unlabeled_proposals)
+        )
+        return proposals, losses
+
+    def _metric_losses(self, box_features, class_logits, n_l, proposals, unlabeled_proposals):
+        num_classes = self.num_classes
+        gt_classes = torch.cat([p.gt_classes for p in proposals])
+        fg = (gt_classes >= 0) & (gt_classes < num_classes)
+        y_l = gt_classes[fg]
+        labeled = MetricBatch(
+            self.projection_head(box_features[:n_l][fg]),
+            y_l,
+            gt_class_scores(class_logits[:n_l][fg], y_l),
+        )
+        background = None
+        if self.proxies.background_index is not None:
+            bg = gt_classes == num_classes
+            x_bg = self.projection_head(box_features[:n_l][bg])
+            background = MetricBatch(x_bg, gt_classes[bg], x_bg.new_ones(len(x_bg)))
+        unlabeled = None
+        if unlabeled_proposals is not None:
+            keep, y_u, q_u = pseudo_label(class_logits[n_l:].detach(), self.pseudo_score_thresh)
+            unlabeled = MetricBatch(self.projection_head(box_features[n_l:][keep]), y_u, q_u)
+        bank_means, bank_present = self.memory_bank.class_means()
+        losses = dual_alignment_losses(
+            labeled,
+            unlabeled,
+            self.proxies,
+            bank_means,
+            bank_present,
+            num_classes,
+            self.margin,
+            self.loss_switches,
+            labeled_background=background,
+        )
+        # P_gg of this step, pushed into the bank by the trainer after the optimizer step.
+        p_gg, present = class_prototypes(labeled.x.detach(), y_l, num_classes)
+        self._step_prototypes = (p_gg[present], present.nonzero().squeeze(1))
+        self._log_pseudo_label_stats(unlabeled)
+        return losses
+
+    def _log_pseudo_label_stats(self, unlabeled: Optional[MetricBatch]):
+        try:
+            storage = get_event_storage()
+        except AssertionError:  # called outside a trainer (tests, scripts)
+            return
+        if unlabeled is None:
+            return
+        counts = torch.bincount(unlabeled.y, minlength=self.num_classes).float()
+        mean_score = unlabeled.q.mean() if len(unlabeled.q) else unlabeled.q.new_zeros(())
+        stats = torch.cat([counts, mean_score[None]]).tolist()  # one device sync
+        for c in range(self.num_classes):
+            storage.put_scalar(f"pseudo/count_c{c}", stats[c], smoothing_hint=False)
+        storage.put_scalar("pseudo/mean_score", stats[-1], smoothing_hint=False)
+
+    @torch.no_grad()
+    def push_prototypes(self):
+        """Push this step's labelled prototypes P_gg into the memory bank (after the update).
+
+        Every rank must call it once per step: the bank all-gathers across ranks.
+        """
+        if self._step_prototypes is None:
+            d = self.memory_bank.rows.shape[1]
+            rows = self.memory_bank.rows.new_zeros((0, d))
+            labels = self.memory_bank.labels.new_zeros((0,))
+        else:
+            rows, labels = self._step_prototypes
+        self.memory_bank.push(rows, labels)
+        self._step_prototypes = None
+
+
+__all__ = ["DualAlignROIHeads", "LOSS_NAMES"]

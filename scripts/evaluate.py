@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Box AP averaged over an IoU range for a COCO results file.
+
+Usage:
+    python scripts/evaluate.py --gt GT.json --pred PRED.json [--iou 0.1:0.7:0.1]
+        [--max-dets 200] [--json]
+
+PRED is a COCO results file: a list of ``{image_id, category_id, bbox: [x, y, w, h], score}``
+with the category ids of GT. Prints a table of AP (percent) per class and IoU threshold; with
+``--json`` the last stdout line is ``{"mAP", "per_class", "per_iou"}`` (NaN written as null:
+classes without ground truth). Bad input exits with code 2 and a one-line error.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dualalign.evaluation.range_ap import (  # noqa: E402
+    coco_from_dict,
+    dumps_result,
+    evaluate_coco_range,
+    format_ap_table,
+    parse_iou_range,
+)
+
+
+class InputError(Exception):
+    """A user-facing input problem: reported in one line, exit code 2."""
+
+
+def _load_json(path: str, what: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{what} file {path} not found; check the --{what} path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {what} file {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        msg = f"{what} file {path} is not valid JSON ({e}); fix or regenerate it"
+        raise InputError(msg) from None
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Load inputs and evaluate; raises InputError on bad input."""
+    try:
+        thresholds = parse_iou_range(args.iou)
+    except ValueError as e:
+        raise InputError(f"--iou: {e}") from None
+    if args.max_dets < 1:
+        raise InputError(f"--max-dets must be >= 1, got {args.max_dets}")
+    gt = _load_json(args.gt, "gt")
+    try:
+        coco_gt = coco_from_dict(gt)
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise InputError(f"gt file {args.gt}: {e}") from None
+    preds = _load_json(args.pred, "pred")
+    if not isinstance(preds, list):
+        raise InputError(
+            f"pred file {args.pred}: expected a JSON list of "
+            "{image_id, category_id, bbox, score} records (COCO results format)"
+        )
+    try:
+        return evaluate_coco_range(coco_gt, preds, thresholds, max_dets=args.max_dets)
+    except ValueError as e:
+        raise InputError(f"pred file {args.pred}: {e}") from None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gt", required=True, help="COCO ground-truth JSON")
+    parser.add_argument("--pred", required=True, help="COCO results JSON (list of detections)")
+    parser.add_argument("--iou", default="0.1:0.7:0.1", help="start:stop:step or a,b,c")
+    parser.add_argument("--max-dets", type=int, default=200, help="detections kept per image")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary last")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_ap_table(result))
+    if args.json:
+        summary = {k: result[k] for k in ("mAP", "per_class", "per_iou")}
+        print(dumps_result(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
