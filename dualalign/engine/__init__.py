@@ -1,0 +1,1 @@
+"""dualalign.engine: the semi-supervised trainer, checkpoints, launch and setup helpers."""

@@ -1,0 +1,76 @@
+"""Checkpoints that are written atomically and loaded without unpickling code.
+
+* ``save`` writes ``model_XXXX.pth`` to a temp file, fsyncs it and renames it into place; the
+  ``last_checkpoint`` tag is updated the same way, and only after the checkpoint is complete. A
+  ``kill -9`` at any moment leaves the previous checkpoint and tag loadable.
+* Our own ``.pth`` files are loaded with ``torch.load(weights_only=True)``: they hold tensors and
+  plain Python types only. Model-zoo ``.pkl`` files are pickles and are only read from a path
+  the user named (``MODEL.WEIGHTS``); a checkpoint is code and must be trusted.
+* ``detectron2://`` model-zoo URLs need internet; when the download fails the error says so.
+"""
+import logging
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from ..utils.atomic import atomic_open
+
+logger = logging.getLogger(__name__)
+
+REMOTE_PREFIXES = ("detectron2://", "http://", "https://")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """MODEL.WEIGHTS names nothing that can be read here."""
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer with atomic saves and safe loading (see module docstring)."""
+
+    def save(self, name: str, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        save_file = os.path.join(self.save_dir, f"{name}.pth")
+        logger.info(f"Saving checkpoint to {save_file}")
+        with atomic_open(save_file, "wb") as f:
+            torch.save(data, f)
+        self.tag_last_checkpoint(os.path.basename(save_file))
+
+    def tag_last_checkpoint(self, last_filename_basename: str):
+        with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+            f.write(last_filename_basename)
+
+    def last_checkpoint_path(self):
+        """Path of the newest complete checkpoint, or None."""
+        return self.get_checkpoint_file() if self.has_checkpoint() else None
+
+    def load(self, path, checkpointables=None):
+        if path and path.startswith(REMOTE_PREFIXES):
+            try:
+                return super().load(path, checkpointables)
+            except (OSError, RuntimeError, ValueError) as e:
+                raise WeightsNotFoundError(
+                    f"MODEL.WEIGHTS = {path}: could not download it ({type(e).__name__}: {e}). "
+                    "Model-zoo weights need internet access; download the file on a machine that "
+                    "has it and set MODEL.WEIGHTS to the local .pkl/.pth path."
+                ) from e
+        if path and not os.path.isfile(path):
+            raise WeightsNotFoundError(
+                f"MODEL.WEIGHTS = {path}: no such file. Give a local .pth/.pkl checkpoint, a "
+                "detectron2:// model-zoo URL, or an empty string for random initialisation."
+            )
+        return super().load(path, checkpointables)
+
+    def _load_file(self, filename: str):
+        if filename.endswith(".pth"):
+            # Our checkpoints: tensors and plain types only, so no code is unpickled.
+            loaded = torch.load(filename, map_location="cpu", weights_only=True)
+            if "model" not in loaded:
+                loaded = {"model": loaded}
+            return loaded
+        return super()._load_file(filename)

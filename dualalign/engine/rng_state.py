@@ -1,0 +1,41 @@
+"""Random-number-generator state as a checkpointable, so ``--resume`` continues the same stream.
+
+torch, numpy and Python RNGs drive proposal sampling and (with ``DATALOADER.NUM_WORKERS=0``)
+augmentation. Their states are stored as tensors and plain Python types, so checkpoints still
+load with ``torch.load(weights_only=True)``.
+"""
+import random
+
+import numpy as np
+import torch
+
+
+class RNGState:
+    """``state_dict``/``load_state_dict`` over the process's global RNGs."""
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "kind": str(kind),
+                "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached),
+            },
+            "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state: dict):
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype(np.uint32)
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])

@@ -1,0 +1,147 @@
+"""``SemiSupervisedTrainer``: the training step of every method, labelled + unlabelled.
+
+Each step: (1) fetch the paired batch, (2) compute lambda(t), (3) forward, (4) backward and
+optimizer step, (5) the model's post-step update (memory bank push, EMA teacher). The method
+itself lives in the model: it names its unsupervised loss terms (``semi_loss_names``), gives
+their weight (``semi_loss_weight(iter)``) and implements ``after_step()``. CSD, Mean Teacher and
+dual alignment share this trainer; supervised training uses it with a labelled-only loader.
+"""
+import logging
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from detectron2.engine import SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from torch.nn.parallel import DistributedDataParallel
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(model):
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class SemiSupervisedTrainer(SimpleTrainer):
+    """SimpleTrainer over ``(labeled, unlabeled)`` batches with weighted unsupervised terms.
+
+    Args:
+        model, data_loader, optimizer: as for ``SimpleTrainer``; ``data_loader`` yields pairs
+            when ``paired`` is True, plain labelled batches otherwise.
+        paired: whether batches are ``(labeled, unlabeled)`` pairs.
+        amp: mixed precision on CUDA (autocast fp16 + GradScaler), like ``AMPTrainer``.
+        max_bad_steps: non-finite-loss steps skipped (no update) before the run stops.
+        last_checkpoint: callable returning the newest checkpoint path, for error messages.
+    """
+
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        *,
+        paired: bool = True,
+        amp: bool = False,
+        max_bad_steps: int = 0,
+        last_checkpoint: Optional[Callable[[], Optional[str]]] = None,
+    ):
+        super().__init__(model, data_loader, optimizer)
+        self.paired = paired
+        self.amp = amp and torch.cuda.is_available()
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.max_bad_steps = max_bad_steps
+        self.num_bad_steps = 0
+        self.last_checkpoint = last_checkpoint or (lambda: None)
+
+    def run_step(self):
+        assert self.model.training, "[SemiSupervisedTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        labeled, unlabeled = data if self.paired else (data, None)
+        data_time = time.perf_counter() - start
+
+        core = unwrap(self.model)
+        weight = core.semi_loss_weight(self.iter) if hasattr(core, "semi_loss_weight") else 1.0
+        semi_names = set(getattr(core, "semi_loss_names", ()))
+        with torch.autocast("cuda", enabled=self.amp):
+            if unlabeled is None:
+                loss_dict = self.model(labeled)
+            else:
+                loss_dict = self.model(labeled, unlabeled)
+            losses = sum(v * weight if k in semi_names else v for k, v in loss_dict.items())
+
+        if not self._all_finite(losses):
+            self._bad_step(loss_dict)
+            return
+        self.optimizer.zero_grad()
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+        else:
+            losses.backward()
+        self._write_semi_metrics(loss_dict, semi_names, weight, data_time)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        if hasattr(core, "after_step"):
+            core.after_step()
+
+    def _all_finite(self, losses: torch.Tensor) -> bool:
+        finite = torch.isfinite(losses.detach()).float()
+        if comm.get_world_size() > 1:
+            # All ranks must agree, or a rank skipping backward would hang the others in DDP.
+            finite = finite.to(self._comm_device())
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
+
+    @staticmethod
+    def _comm_device():
+        return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def _bad_step(self, loss_dict: Dict[str, torch.Tensor]):
+        self.num_bad_steps += 1
+        terms = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in sorted(loss_dict.items()))
+        where = self.last_checkpoint() or "none written yet"
+        msg = f"non-finite loss at iteration {self.iter}: {terms}. Last good checkpoint: {where}"
+        if self.num_bad_steps > self.max_bad_steps:
+            raise FloatingPointError(
+                msg + f" ({self.num_bad_steps} bad steps; DUALALIGN.SOLVER.MAX_BAD_STEPS = "
+                f"{self.max_bad_steps}). Lower SOLVER.BASE_LR or check the data."
+            )
+        get_event_storage().put_scalar("bad_steps", self.num_bad_steps, smoothing_hint=False)
+        logger.warning(msg + " -- step skipped, no update")
+
+    def _write_semi_metrics(self, loss_dict, semi_names, weight: float, data_time: float):
+        """Log every raw term, lambda(t), and the weighted total actually optimised."""
+        metrics = {k: v.detach().float() for k, v in loss_dict.items()}
+        values = torch.stack(list(metrics.values())).cpu().tolist() if metrics else []
+        metrics = dict(zip(metrics.keys(), values), data_time=data_time)
+        all_metrics = comm.gather(metrics)
+        if not comm.is_main_process():
+            return
+        storage = get_event_storage()
+        storage.put_scalar("data_time", np.max([m.pop("data_time") for m in all_metrics]))
+        means = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
+        total = sum(v * weight if k in semi_names else v for k, v in means.items())
+        storage.put_scalar("total_loss", total)
+        storage.put_scalar("lambda", weight, smoothing_hint=False)
+        if means:
+            storage.put_scalars(**means)
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        ret["num_bad_steps"] = self.num_bad_steps
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+        self.num_bad_steps = state_dict.get("num_bad_steps", 0)

@@ -1,0 +1,135 @@
+"""``Trainer``: detectron2's ``DefaultTrainer`` wired to the semi-supervised step.
+
+It overrides only what differs: the inner trainer (``SemiSupervisedTrainer``), the paired loader,
+the optimizer's proxy param group, the AP10-70 evaluator, the atomic checkpointer and the
+resume position of the samplers. Hooks, writers, LR schedule and evaluation are detectron2's.
+"""
+import logging
+import weakref
+
+import torch
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.solver import build_optimizer as d2_build_optimizer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.build import build_labeled_loader, build_paired_loader, build_test_loader
+from ..data.build import per_worker_batch, training_records, unlabeled_batch_size
+from ..evaluation import RangeAPEvaluator
+from .checkpoint import AtomicCheckpointer
+from .rng_state import RNGState
+from .semi_trainer import SemiSupervisedTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def create_ddp_model(model):
+    """DDP wrapper for CUDA (NCCL) and CPU (gloo) processes; the model itself for one process."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    device_ids = [comm.get_local_rank()] if on_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def is_semi_supervised(cfg) -> bool:
+    return cfg.DUALALIGN.METHOD != "supervised"
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer for every method of the project (see module docstring)."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            from detectron2.utils.logger import setup_logger
+
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        per_worker_batch(cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
+        if is_semi_supervised(cfg):
+            per_worker_batch(unlabeled_batch_size(cfg), "DUALALIGN.UNLABELED_IMS_PER_BATCH")
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model)
+        self.checkpointer = None
+        self._trainer = SemiSupervisedTrainer(
+            model,
+            data_loader,
+            optimizer,
+            paired=is_semi_supervised(cfg),
+            amp=cfg.SOLVER.AMP.ENABLED,
+            max_bad_steps=cfg.DUALALIGN.SOLVER.MAX_BAD_STEPS,
+            last_checkpoint=lambda: self.checkpointer.last_checkpoint_path(),
+        )
+        self.data_loader = data_loader
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), rng=RNGState()
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        # lambda(t) follows self.iter; the samplers skip what the resumed run consumed.
+        self.data_loader.set_start_iter(self.start_iter)
+
+    @classmethod
+    def build_checkpointer(cls, model, cfg):
+        """The checkpointer used for ``--eval-only`` and scripts (atomic, safe loading)."""
+        return AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        labeled, unlabeled = training_records(cfg)
+        logger.info(f"Training on {len(labeled)} labelled and {len(unlabeled)} unlabelled images")
+        if not is_semi_supervised(cfg):
+            return build_labeled_loader(cfg, labeled)
+        return build_paired_loader(cfg, labeled, unlabeled)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        import os
+
+        return RangeAPEvaluator(
+            dataset_name,
+            iou_thresholds=tuple(cfg.DUALALIGN.EVAL.IOU_THRESHOLDS),
+            output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name),
+            max_dets=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """SGD as detectron2 builds it, with the class proxies in their own group (lr 0.01)."""
+        proxies = getattr(getattr(model, "roi_heads", None), "proxies", None)
+        if proxies is None:
+            return d2_build_optimizer(cfg, model)
+        proxy_ids = {id(p) for p in proxies.parameters()}
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        for group in params:
+            if any(id(p) in proxy_ids for p in group["params"]):
+                group["lr"] = cfg.DUALALIGN.PROXY.BASE_LR
+                group["weight_decay"] = 0.0
+        return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            momentum=cfg.SOLVER.MOMENTUM,
+            nesterov=cfg.SOLVER.NESTEROV,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        )

@@ -1,0 +1,46 @@
+"""Atomic file writes: a crash (even ``kill -9``) leaves either the old file or the new one."""
+import os
+import tempfile
+from contextlib import contextmanager
+
+
+@contextmanager
+def atomic_open(path: str, mode: str = "w"):
+    """Open a temp file beside ``path``; on success fsync it and rename it over ``path``.
+
+    On an exception the temp file is removed and ``path`` is left untouched.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str):
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def _fsync_dir(directory: str):
+    # The rename itself is durable only once the directory entry is flushed.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
