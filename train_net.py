@@ -31,7 +31,9 @@ def main(args):
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    trainer.train()
+    # The final evaluation (TEST.EVAL_PERIOD or end of training); None without test sets.
+    return getattr(trainer, "_last_eval_results", None)
 
 
 def invoke_main():

@@ -94,6 +94,9 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.EVAL = CN()
     _C.DUALALIGN.EVAL.IOU_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
+    # Iterations between writes of metrics.json, TensorBoard events and the console log.
+    _C.DUALALIGN.LOG_PERIOD = 20
+
     # Fault handling during training.
     _C.DUALALIGN.SOLVER = CN()
     # Non-finite loss steps that are skipped (no update) before the run stops.
@@ -156,6 +159,7 @@ def validate_dualalign_config(cfg):
             d.DATASETS.READ_ERRORS in READ_ERROR_MODES,
             " | ".join(READ_ERROR_MODES),
         ),
+        ("DUALALIGN.LOG_PERIOD", d.LOG_PERIOD, d.LOG_PERIOD > 0, "> 0"),
         ("DUALALIGN.SOLVER.MAX_BAD_STEPS", d.SOLVER.MAX_BAD_STEPS, d.SOLVER.MAX_BAD_STEPS >= 0, ">= 0"),
         (
             "DUALALIGN.MEAN_TEACHER.EMA_DECAY",

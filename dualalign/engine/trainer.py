@@ -80,6 +80,13 @@ class Trainer(DefaultTrainer):
         # lambda(t) follows self.iter; the samplers skip what the resumed run consumed.
         self.data_loader.set_start_iter(self.start_iter)
 
+    def build_hooks(self):
+        ret = super().build_hooks()
+        for hook in ret:
+            if isinstance(hook, hooks.PeriodicWriter):
+                hook._period = self.cfg.DUALALIGN.LOG_PERIOD
+        return ret
+
     @classmethod
     def build_checkpointer(cls, model, cfg):
         """The checkpointer used for ``--eval-only`` and scripts (atomic, safe loading)."""

@@ -1,4 +1,6 @@
 """The memory bank of labelled prototypes (P_M of Eq. 7-8)."""
+import logging
+
 import torch
 import torch.distributed as dist
 from detectron2.utils import comm
@@ -105,6 +107,27 @@ class PrototypeMemoryBank(nn.Module):
         all_rows = torch.cat([r for r, _ in gathered]).to(rows.device)
         all_labels = torch.cat([lab for _, lab in gathered]).to(labels.device)
         return all_rows, all_labels
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A bank saved for other classes (fine-tuning with another NUM_CLASSES) or of another
+        # size is meaningless here: start empty instead of indexing out of range.
+        labels = state_dict.get(prefix + "labels")
+        rows = state_dict.get(prefix + "rows")
+        fits = (
+            labels is not None
+            and labels.shape == self.labels.shape
+            and int(labels.max()) < self.num_classes
+            and (rows is None or rows.shape == self.rows.shape)
+        )
+        if labels is not None and not fits:
+            logging.getLogger(__name__).warning(
+                f"{prefix}*: the checkpoint's memory bank does not fit this model (size "
+                f"{self.size}, {self.num_classes} classes); starting with an empty bank"
+            )
+            self.reset()
+            for key in ("rows", "labels", "ptr", "count"):
+                state_dict[prefix + key] = getattr(self, key).detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def class_means(self):
         """P_M: the per-class mean of the filled rows.

@@ -1,0 +1,167 @@
+"""End-to-end CPU runs through ``train_net.py``: training, evaluation, checkpoints, fine-tuning.
+
+Tiny models from random init on a 128 px synthetic set, as detectron2's test_model_e2e does.
+"""
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_opts
+
+sys.path.insert(0, REPO_ROOT)
+import train_net  # noqa: E402
+from detectron2.engine import default_argument_parser  # noqa: E402
+
+from dualalign.engine.checkpoint import AtomicCheckpointer, WeightsNotFoundError  # noqa: E402
+from dualalign.engine.setup import build_cfg  # noqa: E402
+from dualalign.engine.trainer import Trainer  # noqa: E402
+
+CPU_CFG = os.path.join(REPO_ROOT, "configs", "synthetic", "dualalign_R18_cpu.yaml")
+SUP_CFG = os.path.join(REPO_ROOT, "configs", "synthetic", "supervised_R18_cpu.yaml")
+
+pytestmark = pytest.mark.slow
+
+
+def run_train_net(config_file, opts, *flags):
+    args = default_argument_parser().parse_args(["--config-file", config_file, *flags, *opts])
+    return train_net.main(args)
+
+
+def read_metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_supervised_three_iterations_then_eval(tiny_synthetic, tmp_path):
+    out = tmp_path / "sup"
+    results = run_train_net(SUP_CFG, tiny_opts(tiny_synthetic, out, "sup3"))
+    assert os.path.isfile(out / "model_final.pth")
+    assert os.path.isfile(out / "labeled_split.json")
+    bbox = results["bbox"]
+    assert "mAP" in bbox and "AP@0.10" in bbox and "AP@0.70" in bbox
+    assert all(np.isfinite(v) and 0.0 <= v <= 100.0 for v in bbox.values())
+    rows = [r for r in read_metrics(out) if "total_loss" in r]
+    assert rows[-1]["iteration"] == 2
+    assert np.isfinite(rows[-1]["total_loss"])
+    # --eval-only on the checkpoint reproduces the evaluation.
+    again = run_train_net(
+        SUP_CFG,
+        tiny_opts(tiny_synthetic, out, "sup3", MODEL__WEIGHTS=str(out / "model_final.pth")),
+        "--eval-only",
+    )
+    assert again["bbox"]["mAP"] == pytest.approx(bbox["mAP"], abs=1e-6)
+    assert os.path.isfile(out / "inference" / "test_sup3" / "range_ap.json")
+
+
+def test_dualalign_five_iterations_logs_every_term(tiny_synthetic, tmp_path):
+    out = tmp_path / "da"
+    opts = tiny_opts(
+        tiny_synthetic,
+        out,
+        "da5",
+        SOLVER__MAX_ITER=5,
+        DUALALIGN__RAMPUP_ITERS=4,
+        # At random init no class scores > 0.5; a zero threshold exercises the unlabelled terms.
+        DUALALIGN__PSEUDO__SCORE_THRESH=0.0,
+        TEST__EVAL_PERIOD=0,
+    )
+    trainer = Trainer(build_cfg(CPU_CFG, opts))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    rows = [r for r in read_metrics(out) if "loss_pml_l" in r]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3, 4]
+    for name in ("loss_pml_l", "loss_pml_u", "loss_pmb_l", "loss_pmb_u", "loss_cls", "lambda"):
+        values = [r[name] for r in rows]
+        assert all(np.isfinite(values)), name
+    for name in ("loss_pml_l", "loss_pml_u", "loss_pmb_u"):
+        assert any(abs(r[name]) > 1e-6 for r in rows), f"{name} stayed 0"
+    # lambda(t): exp(-5) at t = 0, w_max from T = 4 on.
+    assert rows[0]["lambda"] == pytest.approx(np.exp(-5.0))
+    assert rows[4]["lambda"] == pytest.approx(1.0)
+    assert any(k.startswith("pseudo/count_c") for k in rows[-1])
+    assert any(k.startswith("bank/fill_c") for k in rows[-1])
+    bank = trainer.model.roi_heads.memory_bank
+    assert len(bank) > 0, "the trainer pushed no prototypes"
+
+
+def test_memory_bank_survives_checkpoint_and_resume(tiny_synthetic, tmp_path):
+    out = tmp_path / "resume"
+    opts = tiny_opts(tiny_synthetic, out, "res", SOLVER__MAX_ITER=4, SOLVER__CHECKPOINT_PERIOD=2)
+    trainer = Trainer(build_cfg(CPU_CFG, opts))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    saved = torch.load(out / "model_0000001.pth", weights_only=True)
+    bank_rows = saved["model"]["roi_heads.memory_bank.rows"]
+    bank_count = int(saved["model"]["roi_heads.memory_bank.count"])
+    assert bank_count > 0
+    assert saved["iteration"] == 1
+
+    # Resume: the tag points at model_final; its bank must come back exactly.
+    final = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    resumed = Trainer(build_cfg(CPU_CFG, tiny_opts(tiny_synthetic, out, "res", SOLVER__MAX_ITER=6)))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 4
+    bank = resumed.model.roi_heads.memory_bank
+    assert torch.equal(bank.rows, final["roi_heads.memory_bank.rows"])
+    assert torch.equal(bank.labels, final["roi_heads.memory_bank.labels"])
+    assert int(bank.count) == int(final["roi_heads.memory_bank.count"])
+    resumed.train()
+    assert int(bank.count) >= int(final["roi_heads.memory_bank.count"])
+    assert not torch.equal(bank_rows, bank.rows)
+
+
+def test_finetune_across_class_counts_skips_only_the_head(tiny_synthetic, tmp_path, caplog):
+    cfg4 = build_cfg(CPU_CFG, tiny_opts(tiny_synthetic, tmp_path, "ft4"))
+    model4 = Trainer.build_model(cfg4)
+    with torch.no_grad():
+        model4.roi_heads.memory_bank.push(torch.randn(3, 32), torch.tensor([0, 2, 3]))
+    AtomicCheckpointer(model4, save_dir=str(tmp_path)).save("four_classes")
+
+    opts2 = tiny_opts(
+        tiny_synthetic,
+        tmp_path,
+        "ft2",
+        MODEL__ROI_HEADS__NUM_CLASSES=2,
+        MODEL__WEIGHTS=str(tmp_path / "four_classes.pth"),
+    )
+    cfg2 = build_cfg(CPU_CFG, opts2)
+    model2 = Trainer.build_model(cfg2)
+    with caplog.at_level(logging.INFO):
+        Trainer.build_checkpointer(model2, cfg2).resume_or_load(cfg2.MODEL.WEIGHTS, resume=False)
+    text = caplog.text
+    assert "roi_heads.box_predictor.cls_score.weight" in text
+    assert "roi_heads.box_predictor.bbox_pred.weight" in text
+    assert "roi_heads.proxies.weight" in text
+    sd4 = model4.state_dict()
+    for name, value in model2.state_dict().items():
+        if name.startswith(("roi_heads.box_predictor.", "roi_heads.proxies.", "roi_heads.memory")):
+            continue
+        assert torch.equal(value, sd4[name]), name
+    assert len(model2.roi_heads.memory_bank) == 0, "a 4-class bank must not load into 2 classes"
+
+
+def test_model_zoo_pkl_and_remote_weights(tiny_synthetic, tmp_path):
+    import pickle
+
+    cfg = build_cfg(SUP_CFG, tiny_opts(tiny_synthetic, tmp_path, "pkl"))
+    model = Trainer.build_model(cfg)
+    # A model-zoo style .pkl: numpy arrays under "model", with "__author__".
+    blobs = {k: v.detach().numpy() + 1.0 for k, v in model.state_dict().items()
+             if v.dtype == torch.float32}
+    with open(tmp_path / "zoo.pkl", "wb") as f:
+        pickle.dump({"model": blobs, "__author__": "test"}, f)
+    fresh = Trainer.build_model(cfg)
+    Trainer.build_checkpointer(fresh, cfg).load(str(tmp_path / "zoo.pkl"))
+    name = "backbone.bottom_up.stem.conv1.weight"
+    assert torch.allclose(fresh.state_dict()[name], torch.from_numpy(blobs[name]))
+
+    with pytest.raises(WeightsNotFoundError, match="internet"):
+        Trainer.build_checkpointer(fresh, cfg).load(
+            "detectron2://ImageNetPretrained/MSRA/R-101.pkl"
+        )
+    with pytest.raises(WeightsNotFoundError, match="no such file"):
+        Trainer.build_checkpointer(fresh, cfg).load(str(tmp_path / "missing.pth"))
