@@ -4,6 +4,7 @@
 ``add_dualalign_config``, so a user needs nothing else to build the models from a config.
 """
 from . import modeling  # noqa: F401  (registers DualAlignRCNN / DualAlignROIHeads)
+from . import baselines  # noqa: F401  (registers CSDRCNN / MeanTeacherRCNN)
 from .config import add_dualalign_config, validate_dualalign_config
 from .modeling import DualAlignRCNN, DualAlignROIHeads
 

@@ -97,7 +97,7 @@ def flip_deltas(deltas: torch.Tensor) -> torch.Tensor:
         Tensor[N, 4 * k]: the same deltas with every dx negated (a new tensor).
     """
     sign = deltas.new_tensor([-1.0, 1.0, 1.0, 1.0])
-    grouped = deltas.reshape(deltas.shape[0], -1, 4)
+    grouped = deltas.reshape(deltas.shape[0], deltas.shape[1] // 4, 4)
     return (grouped * sign).reshape(deltas.shape)
 
 
