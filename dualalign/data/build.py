@@ -1,11 +1,19 @@
 """Train/test loaders: a labelled loader, and the paired labelled + unlabelled loader."""
 import itertools
 import logging
+import operator
+import random
 from typing import List, Tuple
 
+import torch
+import torch.utils.data as torchdata
 from detectron2.data import DatasetCatalog, build_detection_test_loader
-from detectron2.data.build import build_batch_data_loader
-from detectron2.data.common import DatasetFromList, MapDataset
+from detectron2.data.build import trivial_batch_collator, worker_init_reset_seed
+from detectron2.data.common import (
+    AspectRatioGroupedDataset,
+    DatasetFromList,
+    ToIterableDataset,
+)
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
@@ -36,20 +44,21 @@ class ResumableTrainingSampler(TrainingSampler):
 class InfiniteLoader:
     """An infinite batched loader whose sampler can be moved to a resume point.
 
-    Iteration starts lazily (at the first ``next``), so ``set_start_iter`` may be called after
-    the trainer is built and before training starts, once the resumed iteration is known.
+    The sampler is read lazily (at the first ``next``), so ``set_start_iter`` may be called
+    after the trainer is built and before training starts, once the resumed iteration is known.
     """
 
-    def __init__(self, loader, sampler: ResumableTrainingSampler, batch_per_worker: int):
+    def __init__(self, loader, sampler: ResumableTrainingSampler, batch_per_worker: int, mapper):
         self.loader = loader
         self.sampler = sampler
         self.batch_per_worker = batch_per_worker
+        self.mapper = mapper
 
     def set_start_iter(self, start_iter: int):
         self.sampler._start = start_iter * self.batch_per_worker
 
     def __iter__(self):
-        yield from self.loader
+        return iter(self.loader)
 
 
 class PairedDataLoader:
@@ -64,7 +73,7 @@ class PairedDataLoader:
         self.unlabeled.set_start_iter(start_iter)
 
     def __iter__(self):
-        yield from zip(self.labeled, self.unlabeled)
+        return zip(iter(self.labeled), iter(self.unlabeled))
 
 
 def per_worker_batch(total: int, key: str) -> int:
@@ -104,15 +113,76 @@ def _loader(cfg, records, mapper, total_batch, key, start_iter) -> InfiniteLoade
     sampler = ResumableTrainingSampler(
         len(records), shuffle=True, seed=cfg.SEED if cfg.SEED >= 0 else 0, start=start_iter * batch
     )
-    dataset = MapDataset(DatasetFromList(records, copy=False), mapper)
-    loader = build_batch_data_loader(
+    dataset = SkippingMapDataset(DatasetFromList(records, copy=False), mapper)
+    loader = batch_loader(
         dataset,
         sampler,
-        total_batch,
+        batch,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
+        seed=sampler._seed,
     )
-    return InfiniteLoader(loader, sampler, batch)
+    return InfiniteLoader(loader, sampler, batch, mapper)
+
+
+class SkippingMapDataset(torchdata.Dataset):
+    """Apply ``map_func``; when it returns None (a skipped image), map another random index.
+
+    Replaces detectron2 v0.6's ``MapDataset``, whose fallback calls ``random.sample`` on a set
+    (a TypeError since Python 3.11). Indices that failed once are not drawn again.
+    """
+
+    def __init__(self, dataset, map_func, seed: int = 42):
+        self.dataset = dataset
+        self.map_func = map_func
+        self._rng = random.Random(seed)
+        self._bad = set()
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, idx):
+        for _ in range(len(self.dataset)):
+            data = self.map_func(self.dataset[idx])
+            if data is not None:
+                return data
+            self._bad.add(idx)
+            if len(self._bad) >= len(self.dataset):
+                break
+            while idx in self._bad:
+                idx = self._rng.randrange(len(self.dataset))
+        raise RuntimeError(f"every one of the {len(self.dataset)} images failed to load")
+
+
+def batch_loader(dataset, sampler, batch_per_worker, *, aspect_ratio_grouping, num_workers, seed):
+    """detectron2's ``build_batch_data_loader`` with a DataLoader seeded by its own generator.
+
+    detectron2 v0.6 lets the DataLoader draw its base seed from torch's *global* RNG when its
+    iterator is created (lazily, at the first batch). A resumed run creates it at another point
+    of the RNG stream than an uninterrupted one; a private generator makes worker seeds
+    reproducible and keeps the global stream (proposal sampling) identical across a resume.
+    """
+    dataset = ToIterableDataset(dataset, sampler)
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    if aspect_ratio_grouping:
+        loader = torchdata.DataLoader(
+            dataset,
+            num_workers=num_workers,
+            collate_fn=operator.itemgetter(0),  # single dicts; grouped into batches below
+            worker_init_fn=worker_init_reset_seed,
+            generator=generator,
+        )
+        return AspectRatioGroupedDataset(loader, batch_per_worker)
+    return torchdata.DataLoader(
+        dataset,
+        batch_size=batch_per_worker,
+        drop_last=True,
+        num_workers=num_workers,
+        collate_fn=trivial_batch_collator,
+        worker_init_fn=worker_init_reset_seed,
+        generator=generator,
+    )
 
 
 def build_labeled_loader(cfg, records, start_iter: int = 0):

@@ -13,6 +13,7 @@ import os
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from ..utils.atomic import atomic_open
 
@@ -65,6 +66,20 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 "detectron2:// model-zoo URL, or an empty string for random initialisation."
             )
         return super().load(path, checkpointables)
+
+    def _load_model(self, checkpoint):
+        # A model with an EMA teacher (Mean Teacher) has every student name twice; detectron2's
+        # suffix matching of model-zoo .pkl names then refuses to pick one. Match the student's
+        # names only; the model copies the student into the teacher when the teacher is absent.
+        prefix = getattr(self.model, "teacher_prefix", None)
+        if prefix and checkpoint.get("matching_heuristics", False):
+            self._convert_ndarray_to_tensor(checkpoint["model"])
+            student = {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefix)}
+            checkpoint["model"] = align_and_update_state_dicts(
+                student, checkpoint["model"], c2_conversion=checkpoint.get("__author__") == "Caffe2"
+            )
+            checkpoint["matching_heuristics"] = False
+        return super()._load_model(checkpoint)
 
     def _load_file(self, filename: str):
         if filename.endswith(".pth"):

@@ -77,8 +77,24 @@ class Trainer(DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
-        # lambda(t) follows self.iter; the samplers skip what the resumed run consumed.
+        if self.start_iter == 0:
+            return
+        # lambda(t) follows self.iter; the samplers skip what the interrupted run consumed. The
+        # loader iterator is re-created so that worker processes see the new start.
         self.data_loader.set_start_iter(self.start_iter)
+        self._trainer._data_loader_iter = iter(self.data_loader)
+
+    def state_dict(self):
+        # detectron2 v0.6's DefaultTrainer saves only the iteration and hooks; the optimizer
+        # (momentum buffers), grad scaler and bad-step count live in the inner trainer.
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
 
     def build_hooks(self):
         ret = super().build_hooks()
