@@ -6,9 +6,15 @@ from tqdm import tqdm
 
 from ..engine.checkpoint import WeightsNotFoundError
 from ..engine.setup import build_cfg
-from .predictor import BatchPredictor, resolve_class_names
+from .predictor import BatchPredictor, CheckpointMismatchError, resolve_class_names
 
-__all__ = ["SetupError", "add_common_arguments", "report_error", "setup_predictor"]
+__all__ = [
+    "SetupError",
+    "add_common_arguments",
+    "check_common_arguments",
+    "report_error",
+    "setup_predictor",
+]
 
 
 class SetupError(Exception):
@@ -19,8 +25,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, size_flag: str, overla
     """Arguments of both scripts; ``size_flag`` names the tile side (``--tile-size``...)."""
     parser.add_argument("--config-file", required=True, metavar="CFG", help="the model's YAML")
     parser.add_argument(
-        "--weights", metavar="W.pth",
-        help="checkpoint (.pth/.pkl); default: MODEL.WEIGHTS of the config or opts",
+        "--weights", required=True, metavar="W.pth",
+        help="trained checkpoint (.pth/.pkl); MODEL.WEIGHTS is ignored, since in a training "
+        "config it names the ImageNet backbone",
     )
     parser.add_argument(
         "--input", required=True, nargs="+", metavar="PATH",
@@ -44,12 +51,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, size_flag: str, overla
     parser.add_argument("--tissue-threshold", type=float, default=None,
                         help="fixed stain-signal threshold (0-255) of the tissue mask; "
                         "default Otsu's")
-    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
-                        help="class names in the model's order (default: the config's "
-                        "DATASETS.TEST categories, else class_<i>)")
+    parser.add_argument("--classes", type=_name_list, default=None, metavar="A,B,...",
+                        help="comma-separated class names in the model's order (default: the "
+                        "config's DATASETS.TEST categories, else class_<i>)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides as KEY VALUE pairs")
+
+
+def _name_list(text: str) -> list:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty class name in {text!r}")
+    return names
 
 
 def check_common_arguments(args: argparse.Namespace, tile_size: int) -> None:
@@ -69,23 +83,25 @@ def check_common_arguments(args: argparse.Namespace, tile_size: int) -> None:
         raise SetupError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
 
 
-def setup_predictor(args: argparse.Namespace, predictor_factory=None):
-    """Config, predictor and class names for a script run.
+def setup_predictor(args: argparse.Namespace, tile_size=None, predictor_factory=None):
+    """Config, predictor, class names and tile size for a script run.
 
-    The model's own score threshold (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``) is lowered to
-    ``--score-thresh`` when that is lower, so nothing the user asked for is cut early.
+    The model's own score threshold (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``) is set to
+    ``--score-thresh``: nothing the user asked for is cut early, and the boxes below it, which
+    would be dropped anyway, never reach the tile merge.
 
     Args:
         args: parsed arguments (``add_common_arguments``).
+        tile_size (int or None): the tile-size flag's value; None = ``INPUT.MIN_SIZE_TEST``.
         predictor_factory (callable or None): ``factory(cfg, args) -> predictor`` with a
             ``predict(list of RGB arrays) -> list of Instances`` method (tests inject fakes);
             None builds a ``BatchPredictor``.
 
     Returns:
-        tuple: ``(cfg, predictor, class_names)``.
+        tuple: ``(cfg, predictor, class_names, tile_size)``.
 
     Raises:
-        SetupError: bad config, missing weights or wrong ``--classes``.
+        SetupError: bad config or arguments, missing weights or wrong ``--classes``.
     """
     opts = list(args.opts or [])
     if opts[:1] == ["--"]:
@@ -95,11 +111,11 @@ def setup_predictor(args: argparse.Namespace, predictor_factory=None):
     except Exception as e:  # detectron2 raises many types for a bad YAML or KEY VALUE pair
         raise SetupError(f"{args.config_file}: cannot build the config "
                          f"({type(e).__name__}: {e})") from e
+    tile_size = int(tile_size or cfg.INPUT.MIN_SIZE_TEST)
+    check_common_arguments(args, tile_size)
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, args.score_thresh
-    )
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_thresh
     cfg.freeze()
     try:
         class_names = resolve_class_names(cfg, args.classes)
@@ -108,17 +124,19 @@ def setup_predictor(args: argparse.Namespace, predictor_factory=None):
     if predictor_factory is not None:
         predictor = predictor_factory(cfg, args)
     else:
-        weights = args.weights if args.weights is not None else cfg.MODEL.WEIGHTS
-        if not weights:
-            raise SetupError(
-                "no weights: pass --weights W.pth (or set MODEL.WEIGHTS); a randomly "
-                "initialised detector finds nothing meaningful"
-            )
+        if not args.weights:
+            raise SetupError("--weights is empty; give the trained checkpoint (.pth/.pkl)")
         try:
-            predictor = BatchPredictor(cfg, weights, class_names, batch_size=args.batch_size)
-        except WeightsNotFoundError as e:
-            raise SetupError(str(e)) from None
-    return cfg, predictor, list(getattr(predictor, "class_names", None) or class_names)
+            predictor = BatchPredictor(cfg, args.weights, class_names, args.batch_size)
+        except (WeightsNotFoundError, CheckpointMismatchError) as e:
+            raise SetupError(f"--weights: {e}") from None
+        except Exception as e:  # a corrupt or foreign file: torch.load / pickle errors
+            raise SetupError(
+                f"--weights {args.weights}: cannot load it "
+                f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+            ) from e
+    class_names = list(getattr(predictor, "class_names", None) or class_names)
+    return cfg, predictor, class_names, tile_size
 
 
 def report_error(path: str, reason: str) -> None:

@@ -19,7 +19,12 @@ from ..engine.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchPredictor", "resolve_class_names"]
+__all__ = ["BatchPredictor", "CheckpointMismatchError", "load_strict", "resolve_class_names"]
+_MAX_NAMED = 3  # parameter names quoted in a mismatch error
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model built from the config."""
 
 
 class BatchPredictor:
@@ -50,6 +55,8 @@ class BatchPredictor:
 
         Raises:
             WeightsNotFoundError: ``weights`` names no readable file.
+            CheckpointMismatchError: the checkpoint lacks parameters of the model or has them
+                in other shapes (a config that differs from the training one).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -66,7 +73,7 @@ class BatchPredictor:
         self.model.eval()
         weights = cfg.MODEL.WEIGHTS if weights is None else weights
         if weights:
-            Trainer.build_checkpointer(self.model, cfg).load(weights)
+            load_strict(self.model, cfg, weights)
         else:
             logger.warning("BatchPredictor: no weights given; the model is randomly initialised")
         self.weights = weights
@@ -115,6 +122,44 @@ class BatchPredictor:
         image = self.aug.get_transform(image).apply_image(np.ascontiguousarray(image))
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width}
+
+
+def load_strict(model, cfg, weights: str) -> None:
+    """Load ``weights`` with ``Trainer.build_checkpointer`` and refuse a partial fit.
+
+    detectron2's checkpointer only logs parameters that are missing from the checkpoint or
+    have another shape (e.g. a box predictor trained for another number of classes) and leaves
+    them randomly initialised; a predictor must not run like that. Extra parameters in the
+    checkpoint (the training-only projection head and proxies of DualAlignRCNN) are fine.
+
+    Raises:
+        WeightsNotFoundError: no such file (or an unreachable URL).
+        CheckpointMismatchError: see above; the message names the first parameters.
+    """
+    checkpointer = Trainer.build_checkpointer(model, cfg)
+    found = []
+    log = checkpointer._log_incompatible_keys  # fvcore reports the mismatch only to this hook
+
+    def record(incompatible):
+        found.append(incompatible)
+        log(incompatible)
+
+    checkpointer._log_incompatible_keys = record
+    checkpointer.load(weights)
+    reshaped = {k for inc in found for k, _, _ in inc.incorrect_shapes}
+    missing = [k for inc in found for k in inc.missing_keys if k not in reshaped]
+    shapes = [f"{k} {tuple(a)} in the file, {tuple(b)} in the model"
+              for inc in found for k, a, b in inc.incorrect_shapes]
+    if missing or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} parameters missing ({', '.join(missing[:_MAX_NAMED])})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes ({'; '.join(shapes[:_MAX_NAMED])})")
+        raise CheckpointMismatchError(
+            f"{weights}: does not fit the model of the config: {' and '.join(parts)}; use the "
+            "config the checkpoint was trained with (MODEL.ROI_HEADS.NUM_CLASSES, backbone depth)"
+        )
 
 
 def resolve_class_names(cfg, classes: Optional[Sequence[str]] = None) -> List[str]:

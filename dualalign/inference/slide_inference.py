@@ -6,9 +6,11 @@ Steps of ``detect_slide``:
    a thumbnail (``tissue_mask``), and the tiles with enough tissue.
 2. ``iter_tile_predictions``: read those tiles (``reader.read_region``; the next batch is read
    in a background thread while the current one is predicted) and run the predictor.
-3. Map tile boxes to level-0 pixels (``offset_boxes``).
+3. Map tile boxes to level-0 pixels (``offset_boxes``), clipped to their tile.
 4. Drop the truncated box of a cell cut by a tile's inner edge when a neighbouring tile saw the
-   same cell whole (``covered_by_complete``), then class-wise NMS (``merge_detections``).
+   same cell whole (``tile_merge.drop_covered_truncated``), then class-wise NMS over the slide
+   (``tile_merge.tiled_nms``: the result of ``merge_detections``, computed tile pair by tile
+   pair so that it scales to whole slides).
 
 Step 4's first half keeps the full box of a border cell even when the cut part is so small
 that its IoU with the full box is below the NMS threshold; a cell larger than the overlap,
@@ -21,14 +23,14 @@ from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from ..wsi.merge import merge_detections, offset_boxes, touches_inner_edge
+from ..wsi.merge import offset_boxes, touches_inner_edge
 from ..wsi.reader import SlideReader
 from ..wsi.tiling import tile_grid, tile_origins_level0
 from ..wsi.tissue import tile_tissue_fraction, tissue_mask
+from .tile_merge import drop_covered_truncated, overlapping_pairs, tiled_nms
 
 __all__ = [
     "TileSelection",
-    "covered_by_complete",
     "detect_slide",
     "instances_to_arrays",
     "iter_tile_predictions",
@@ -181,43 +183,6 @@ def iter_tile_predictions(
             bar.update(len(batch))
 
 
-def covered_by_complete(
-    boxes: np.ndarray,
-    classes: np.ndarray,
-    truncated: np.ndarray,
-    others: np.ndarray,
-    other_classes: np.ndarray,
-    min_coverage: float = 0.7,
-) -> np.ndarray:
-    """Which truncated boxes lie mostly inside a complete box of the same class.
-
-    Args:
-        boxes (np.ndarray[N, 4]): XYXY boxes of one tile, in slide coordinates.
-        classes (np.ndarray[N]): their class ids.
-        truncated (np.ndarray[N] bool): boxes cut by the tile's inner edge
-            (``touches_inner_edge``); only these can be flagged.
-        others (np.ndarray[M, 4]): complete (not truncated) XYXY boxes of neighbouring tiles.
-        other_classes (np.ndarray[M]): their class ids.
-        min_coverage (float): flag a box when at least this fraction of its area is inside
-            one complete box of its class.
-
-    Returns:
-        np.ndarray[N] bool: True for boxes to drop (a neighbour saw the cell whole).
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    flagged = np.zeros(len(boxes), dtype=bool)
-    others = np.asarray(others, dtype=np.float64).reshape(-1, 4)
-    if not len(boxes) or not len(others) or not np.any(truncated):
-        return flagged
-    top_left = np.maximum(boxes[:, None, :2], others[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)  # [N, M]
-    area = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(axis=1)
-    coverage = inter / np.maximum(area, 1e-9)[:, None]
-    same = np.asarray(classes).reshape(-1, 1) == np.asarray(other_classes).reshape(1, -1)
-    return np.asarray(truncated, dtype=bool) & ((coverage >= min_coverage) & same).any(axis=1)
-
-
 def detect_slide(
     predictor,
     reader: SlideReader,
@@ -228,6 +193,7 @@ def detect_slide(
     min_tissue: float = 0.05,
     batch_size: int = 4,
     progress: bool = True,
+    score_thresh: float = 0.0,
     nms_thresh: float = 0.5,
     min_coverage: float = 0.7,
     thumbnail_size: Optional[int] = None,
@@ -246,8 +212,11 @@ def detect_slide(
         min_tissue (float): see ``select_tiles``; <= 0 runs every tile.
         batch_size (int): tiles per ``predict`` call.
         progress (bool): show a tqdm bar over tiles.
-        nms_thresh (float): IoU of duplicate boxes of one class (``merge_detections``).
-        min_coverage (float): see ``covered_by_complete``.
+        score_thresh (float): detections scoring lower are dropped before the merge (a
+            lower box never suppresses a higher one, so the output is the same as filtering
+            after, only faster).
+        nms_thresh (float): IoU above which boxes of one class are duplicates.
+        min_coverage (float): see ``tile_merge.covered_by_complete``.
         thumbnail_size (int or None): see ``select_tiles``.
         desc (str or None): progress bar label.
 
@@ -256,7 +225,8 @@ def detect_slide(
         ``scores`` (np.ndarray[N] float32, decreasing), ``classes`` (np.ndarray[N] int64);
         per-tile information ``tiles`` ([T, 4] level pixels), ``tile_origins`` ([T, 2]
         level-0 pixels), ``tissue_fraction`` ([T]), ``selected`` ([K] indices of the tiles
-        run), ``tile_num_detections`` ([K] raw detections of each tile run); and ``level``,
+        run), ``tile_num_detections`` ([K] detections >= ``score_thresh`` of each tile run,
+        before the merge); and ``level``,
         ``downsample``, ``tile_size``, ``overlap``, ``tissue_threshold``, ``slide_size``
         (level-0 ``(width, height)``).
     """
@@ -265,38 +235,51 @@ def detect_slide(
     )
     downsample = reader.level_downsamples[level]
     width, height = reader.level_dimensions[level]
-    per_tile = {}
+    w0, h0 = reader.level_dimensions[0]
+    ids, boxes, scores, classes, truncated = [], [], [], [], []
     for idx, _, instances in iter_tile_predictions(
         predictor, reader, level, selection, batch_size, progress, desc
     ):
-        boxes, scores, classes = instances_to_arrays(instances)
-        truncated = touches_inner_edge(boxes, selection.tiles[idx], width, height)
+        b, s, c = instances_to_arrays(instances)
+        hit = s >= score_thresh
+        b, s, c = b[hit], s[hit], c[hit]
+        truncated.append(touches_inner_edge(b, selection.tiles[idx], width, height))
         ox, oy = selection.origins[idx]
-        per_tile[idx] = (offset_boxes(boxes, ox, oy, downsample), scores, classes, truncated)
-
-    keep_parts = _drop_covered_truncated(per_tile, selection, tile_size, min_coverage)
-    ids = sorted(per_tile)
+        ids.append(idx)
+        boxes.append(offset_boxes(b, ox, oy, downsample))
+        scores.append(s)
+        classes.append(c)
+    # Each tile's region in level-0 pixels, cut to the slide; boxes are clipped to it, which
+    # the merge relies on (a box never leaves its tile).
+    regions = np.zeros((len(ids), 4))
     if ids:
-        boxes = np.concatenate([per_tile[i][0][keep_parts[i]] for i in ids])
-        scores = np.concatenate([per_tile[i][1][keep_parts[i]] for i in ids])
-        classes = np.concatenate([per_tile[i][2][keep_parts[i]] for i in ids])
+        regions[:, :2] = selection.origins[ids]
+        regions[:, 2:] = regions[:, :2] + tile_size * downsample
+        regions[:, 0::2] = regions[:, 0::2].clip(0, w0)
+        regions[:, 1::2] = regions[:, 1::2].clip(0, h0)
+    for k, region in enumerate(regions):
+        boxes[k][:, 0::2] = boxes[k][:, 0::2].clip(region[0], region[2])
+        boxes[k][:, 1::2] = boxes[k][:, 1::2].clip(region[1], region[3])
+    pairs = overlapping_pairs(regions)
+    keep = drop_covered_truncated(boxes, classes, truncated, regions, pairs, min_coverage)
+    boxes, scores, classes = ([x[m] for x, m in zip(xs, keep)] for xs in (boxes, scores, classes))
+    keep = tiled_nms(boxes, scores, classes, regions, pairs, nms_thresh)
+    if ids:
+        boxes = np.concatenate([x[m] for x, m in zip(boxes, keep)])
+        scores = np.concatenate([x[m] for x, m in zip(scores, keep)])
+        classes = np.concatenate([x[m] for x, m in zip(classes, keep)])
     else:
         boxes, scores, classes = np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    w0, h0 = reader.level_dimensions[0]
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w0)
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h0)
-    keep = (merge_detections(boxes, scores, classes, nms_thresh) if len(boxes)
-            else np.zeros(0, dtype=np.int64))
+    order = np.argsort(-scores, kind="stable")
     return {
-        "boxes": boxes[keep].reshape(-1, 4),
-        "scores": scores[keep],
-        "classes": classes[keep],
+        "boxes": boxes[order].reshape(-1, 4),
+        "scores": scores[order],
+        "classes": classes[order],
         "tiles": selection.tiles,
         "tile_origins": selection.origins,
         "tissue_fraction": selection.tissue_fraction,
         "selected": selection.selected,
-        "tile_num_detections": np.array([len(per_tile[i][1]) for i in selection.selected],
-                                        dtype=np.int64),
+        "tile_num_detections": np.array([len(t) for t in truncated], dtype=np.int64),
         "level": int(level),
         "downsample": float(downsample),
         "tile_size": int(tile_size),
@@ -304,28 +287,3 @@ def detect_slide(
         "tissue_threshold": selection.tissue_threshold,
         "slide_size": (int(w0), int(h0)),
     }
-
-
-def _drop_covered_truncated(
-    per_tile: Dict[int, tuple], selection: TileSelection, tile_size: int, min_coverage: float
-) -> Dict[int, np.ndarray]:
-    """Keep-masks per tile: False for truncated boxes that a neighbour saw whole."""
-    keep = {i: np.ones(len(rec[1]), dtype=bool) for i, rec in per_tile.items()}
-    ids = np.array(sorted(per_tile), dtype=np.int64)
-    if not len(ids):
-        return keep
-    starts = selection.tiles[ids, :2]
-    for idx, (boxes, _, classes, truncated) in per_tile.items():
-        if not truncated.any():
-            continue
-        near = np.all(np.abs(starts - selection.tiles[idx, :2]) < tile_size, axis=1)
-        neighbours = [int(j) for j in ids[near] if j != idx]
-        if not neighbours:
-            continue
-        others = [per_tile[j][0][~per_tile[j][3]] for j in neighbours]
-        other_classes = [per_tile[j][2][~per_tile[j][3]] for j in neighbours]
-        keep[idx] = ~covered_by_complete(
-            boxes, classes, truncated, np.concatenate(others), np.concatenate(other_classes),
-            min_coverage,
-        )
-    return keep

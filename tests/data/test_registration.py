@@ -3,7 +3,7 @@ import os
 import uuid
 
 import pytest
-from conftest import REPO_ROOT
+from dualalign_testing import REPO_ROOT
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dualalign.data.build import training_records

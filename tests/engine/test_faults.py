@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_opts
+from dualalign_testing import REPO_ROOT, tiny_opts
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_opts
+from dualalign_testing import REPO_ROOT, tiny_opts
 
 sys.path.insert(0, REPO_ROOT)
 import train_net  # noqa: E402

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_opts
+from dualalign_testing import REPO_ROOT, tiny_opts
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
