@@ -11,7 +11,8 @@ as ``launch`` does, including ``comm._LOCAL_PROCESS_GROUP``:
 A failure on one rank ends every rank with an error instead of a hang:
 ``torch.multiprocessing.spawn`` (and torchrun's agent) terminate the other processes when one
 fails, and every collective times out after ``DUALALIGN_DIST_TIMEOUT_S`` seconds (default 1800),
-which covers a rank that stays alive but stops taking part.
+which covers a rank that stays alive but stops taking part. (With NCCL, detectron2's extra gloo
+group behind ``comm.all_gather`` / ``comm.gather`` keeps torch's default of 30 minutes.)
 """
 import logging
 import os

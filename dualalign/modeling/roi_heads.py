@@ -52,6 +52,10 @@ class DualAlignROIHeads(StandardROIHeads):
         self.unlabeled_proposals_per_image = unlabeled_proposals_per_image
         self.margin = margin
         self.loss_switches = loss_switches
+        if not (loss_switches["loss_pml_l"] or loss_switches["loss_pml_u"]):
+            # Without proposal alignment nothing reads the proxies: freeze them, so DDP does not
+            # wait for their gradient (and the optimizer leaves them untouched).
+            self.proxies.requires_grad_(False)
         self._step_prototypes = None
 
     @classmethod
