@@ -75,12 +75,13 @@ class DualAlignRCNN(GeneralizedRCNN):
         images_l, features_l = slice_batch(images, features, 0, n)
         images_u, features_u = slice_batch(images, features, n, len(images))
         proposals_l, losses = self.proposal_generator(images_l, features_l, gt_instances)
-        proposals_u = None
         if self.roi_heads.uses_unlabeled:
             proposals_u = proposals_without_loss(self.proposal_generator, images_u, features_u)
-        _, detector_losses = self.roi_heads(
-            images, features, proposals_l, gt_instances, unlabeled_proposals=proposals_u
-        )
+            _, detector_losses = self.roi_heads(
+                images, features, proposals_l, gt_instances, unlabeled_proposals=proposals_u
+            )
+        else:  # no unlabelled term: the unlabelled half only went through backbone and RPN head
+            _, detector_losses = self.roi_heads(images_l, features_l, proposals_l, gt_instances)
         losses.update(detector_losses)
         return losses
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The one prepared GPU run (issue "Speed and memory"): paper-setting bench in fp32 and AMP, then a
+# 3-iteration AMP training through train_net.py. Run from the repo root on a CUDA machine whose
+# python already has torch/torchvision; detectron2 and the pure-Python deps come as wheels in
+# .whl/ (see README "Speed and memory"). Results land in $OUT (or benchmarks/results).
+set -euo pipefail
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, detectron2; print('torch', torch.__version__, 'detectron2', detectron2.__version__)" | tee -a "$OUT/gpu.txt"
+python3 scripts/bench.py --device cuda --amp --output "$OUT" 2>&1 | grep -v -i warn | tee "$OUT/bench.log"
+python3 scripts/make_synthetic.py --out /tmp/syn --num-labeled 8 --num-unlabeled 8 --num-val 2 --num-test 4 > /dev/null
+python3 train_net.py --config-file configs/synthetic/dualalign_R18_cpu.yaml \
+  MODEL.DEVICE cuda SOLVER.AMP.ENABLED True SOLVER.MAX_ITER 3 DUALALIGN.LOG_PERIOD 1 \
+  OUTPUT_DIR /tmp/amp_run DUALALIGN.PSEUDO.SCORE_THRESH 0.0 \
+  DUALALIGN.DATASETS.COCO "[['s_lab','/tmp/syn/labeled.json','/tmp/syn/images'],['s_test','/tmp/syn/test.json','/tmp/syn/images']]" \
+  DUALALIGN.DATASETS.UNLABELED "[['synthetic_unlabeled','/tmp/syn/unlabeled.json','/tmp/syn/images']]" \
+  DATASETS.TRAIN "('s_lab',)" DATASETS.TEST "('s_test',)" > "$OUT/amp_train.log" 2>&1 \
+  && echo "AMP train_net: OK" | tee -a "$OUT/gpu.txt" || { echo "AMP train_net: FAILED"; tail -30 "$OUT/amp_train.log"; }
+tail -n 3 /tmp/amp_run/metrics.json > "$OUT/amp_metrics_tail.json" || true
