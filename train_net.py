@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Train or evaluate dualalign models (and the supervised / CSD / Mean Teacher baselines).
 
-    python train_net.py --config-file configs/synthetic/dualalign_R18_cpu.yaml
-    python train_net.py --config-file CFG --num-gpus 2
-    python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
-    torchrun --nproc_per_node 2 train_net.py --config-file CFG
+python train_net.py --config-file configs/synthetic/dualalign_R18_cpu.yaml
+python train_net.py --config-file CFG --num-gpus 2
+python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
+torchrun --nproc_per_node 2 train_net.py --config-file CFG
 """
+
 import logging
 
 from detectron2.engine import default_argument_parser

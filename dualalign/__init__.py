@@ -3,9 +3,15 @@
 ``import dualalign`` registers the meta-architecture and ROI heads with detectron2 and exposes
 ``add_dualalign_config``, so a user needs nothing else to build the models from a config.
 """
-from . import modeling  # noqa: F401  (registers DualAlignRCNN / DualAlignROIHeads)
+
 from . import baselines  # noqa: F401  (registers CSDRCNN / MeanTeacherRCNN)
+from . import modeling  # noqa: F401  (registers DualAlignRCNN / DualAlignROIHeads)
 from .config import add_dualalign_config, validate_dualalign_config
 from .modeling import DualAlignRCNN, DualAlignROIHeads
 
-__all__ = ["add_dualalign_config", "validate_dualalign_config", "DualAlignRCNN", "DualAlignROIHeads"]
+__all__ = [
+    "add_dualalign_config",
+    "validate_dualalign_config",
+    "DualAlignRCNN",
+    "DualAlignROIHeads",
+]

@@ -5,6 +5,7 @@ ISBI 2022, section 2.3) fixes a hyper-parameter, its value is the default; READM
 keys" table lists both side by side. ``validate_dualalign_config`` refuses impossible values at
 start-up with the key, the value and the allowed range.
 """
+
 from detectron2.config import CfgNode as CN
 
 METHODS = ("supervised", "dualalign", "csd", "mean_teacher")
@@ -160,7 +161,12 @@ def validate_dualalign_config(cfg):
             " | ".join(READ_ERROR_MODES),
         ),
         ("DUALALIGN.LOG_PERIOD", d.LOG_PERIOD, d.LOG_PERIOD > 0, "> 0"),
-        ("DUALALIGN.SOLVER.MAX_BAD_STEPS", d.SOLVER.MAX_BAD_STEPS, d.SOLVER.MAX_BAD_STEPS >= 0, ">= 0"),
+        (
+            "DUALALIGN.SOLVER.MAX_BAD_STEPS",
+            d.SOLVER.MAX_BAD_STEPS,
+            d.SOLVER.MAX_BAD_STEPS >= 0,
+            ">= 0",
+        ),
         (
             "DUALALIGN.MEAN_TEACHER.EMA_DECAY",
             d.MEAN_TEACHER.EMA_DECAY,
@@ -168,8 +174,12 @@ def validate_dualalign_config(cfg):
             "0 <= value < 1",
         ),
         ("DUALALIGN.CSD.BG_THRESH", d.CSD.BG_THRESH, 0 <= d.CSD.BG_THRESH < 1, "0 <= value < 1"),
-        ("MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-         cfg.MODEL.ROI_HEADS.NUM_CLASSES >= 1, ">= 1"),
+        (
+            "MODEL.ROI_HEADS.NUM_CLASSES",
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES >= 1,
+            ">= 1",
+        ),
     ]
     for key, value, ok, allowed in checks:
         if not ok:
@@ -182,7 +192,11 @@ def validate_dualalign_config(cfg):
             _fail(f"DUALALIGN.DATASETS.COCO[{i}]", entry, "[name, json_path, image_root]")
     for i, entry in enumerate(d.DATASETS.UNLABELED):
         if len(entry) not in (2, 3):
-            _fail(f"DUALALIGN.DATASETS.UNLABELED[{i}]", entry, "[name, source] or [name, source, image_root]")
+            _fail(
+                f"DUALALIGN.DATASETS.UNLABELED[{i}]",
+                entry,
+                "[name, source] or [name, source, image_root]",
+            )
     if (
         d.METHOD == "dualalign"
         and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1

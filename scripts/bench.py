@@ -13,6 +13,7 @@ tiles of a large image); evaluator time on 10k patches; paired-loader throughput
 augmentations vs what a training step consumes. Writes ``benchmarks/results/<machine>.json``
 and ``.md``; the last stdout line is one JSON object with the headline ratios.
 """
+
 import argparse
 import datetime
 import json
@@ -61,32 +62,77 @@ def setting(args):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
-        return dict(device=device, config_dir="configs/synthetic", suffix="_R18_cpu", size=256,
-                    n_l=2, n_u=2, warmup=args.warmup if args.warmup >= 0 else 2,
-                    repeats=args.repeats or 5,
-                    infer_images=8, infer_batch=2, large=args.large or 1024,
-                    eval_images=args.eval_images,
-                    opts=["MODEL.DEVICE", device])
-    return dict(device=device, config_dir="configs/paper", suffix="_R101_FPN", size=1200,
-                n_l=4, n_u=4, warmup=args.warmup if args.warmup >= 0 else 3, repeats=args.repeats or 10,
-                infer_images=32, infer_batch=8, large=args.large or 4800,
-                eval_images=args.eval_images,
-                # Random init as the reference numbers (environment.md): BN, nothing frozen.
-                opts=["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN",
-                      "MODEL.BACKBONE.FREEZE_AT", "0"])
+        return dict(
+            device=device,
+            config_dir="configs/synthetic",
+            suffix="_R18_cpu",
+            size=256,
+            n_l=2,
+            n_u=2,
+            warmup=args.warmup if args.warmup >= 0 else 2,
+            repeats=args.repeats or 5,
+            infer_images=8,
+            infer_batch=2,
+            large=args.large or 1024,
+            eval_images=args.eval_images,
+            opts=["MODEL.DEVICE", device],
+        )
+    return dict(
+        device=device,
+        config_dir="configs/paper",
+        suffix="_R101_FPN",
+        size=1200,
+        n_l=4,
+        n_u=4,
+        warmup=args.warmup if args.warmup >= 0 else 3,
+        repeats=args.repeats or 10,
+        infer_images=32,
+        infer_batch=8,
+        large=args.large or 4800,
+        eval_images=args.eval_images,
+        # Random init as the reference numbers (environment.md): BN, nothing frozen.
+        opts=[
+            "MODEL.DEVICE",
+            device,
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.RESNETS.NORM",
+            "BN",
+            "MODEL.BACKBONE.FREEZE_AT",
+            "0",
+        ],
+    )
 
 
 def cfg_for(s, method):
     name = {"same_images": "dualalign"}.get(method, method)
-    opts = list(s["opts"]) + ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
-                              "DUALALIGN.DATASETS.COCO", "[]", "DUALALIGN.DATASETS.UNLABELED", "[]",
-                              "DUALALIGN.DATASETS.TRAIN_UNLABELED", "()",
-                              # Worst case for dual alignment: every unlabelled proposal is
-                              # pseudo-labelled (a random-init model scores none above 0.5).
-                              "DUALALIGN.PSEUDO.SCORE_THRESH", "0.0"]
+    opts = list(s["opts"]) + [
+        "DATASETS.TRAIN",
+        "()",
+        "DATASETS.TEST",
+        "()",
+        "DUALALIGN.DATASETS.COCO",
+        "[]",
+        "DUALALIGN.DATASETS.UNLABELED",
+        "[]",
+        "DUALALIGN.DATASETS.TRAIN_UNLABELED",
+        "()",
+        # Worst case for dual alignment: every unlabelled proposal is
+        # pseudo-labelled (a random-init model scores none above 0.5).
+        "DUALALIGN.PSEUDO.SCORE_THRESH",
+        "0.0",
+    ]
     if method == "same_images":
-        opts += ["DUALALIGN.LOSS.PML_LABELED", "False", "DUALALIGN.LOSS.PML_UNLABELED", "False",
-                 "DUALALIGN.LOSS.PMB_LABELED", "False", "DUALALIGN.LOSS.PMB_UNLABELED", "False"]
+        opts += [
+            "DUALALIGN.LOSS.PML_LABELED",
+            "False",
+            "DUALALIGN.LOSS.PML_UNLABELED",
+            "False",
+            "DUALALIGN.LOSS.PMB_LABELED",
+            "False",
+            "DUALALIGN.LOSS.PMB_UNLABELED",
+            "False",
+        ]
     path = os.path.join(REPO_ROOT, s["config_dir"], f"{name}{s['suffix']}.yaml")
     return build_cfg(path, opts, device=s["device"])
 
@@ -97,13 +143,21 @@ def measure_steps(s, labeled, unlabeled, amp_runs):
         for amp in [False] + ([True] if key[0] in amp_runs else []):
             torch.manual_seed(0)
             model = Trainer.build_model(cfg_for(s, method))
-            r = speed.time_training_steps(model, labeled, unlabeled if paired else None,
-                                          device=s["device"], amp=amp, warmup=s["warmup"],
-                                          repeats=s["repeats"])
+            r = speed.time_training_steps(
+                model,
+                labeled,
+                unlabeled if paired else None,
+                device=s["device"],
+                amp=amp,
+                warmup=s["warmup"],
+                repeats=s["repeats"],
+            )
             out[key + ("_amp" if amp else "")] = r
-            print(f"{key}{' (AMP)' if amp else ''}: {r['s_per_step']:.4f} s/step, "
-                  f"peak {r['peak_gib'] if r['peak_gib'] is None else round(r['peak_gib'], 2)} GiB",
-                  flush=True)
+            print(
+                f"{key}{' (AMP)' if amp else ''}: {r['s_per_step']:.4f} s/step, "
+                f"peak {r['peak_gib'] if r['peak_gib'] is None else round(r['peak_gib'], 2)} GiB",
+                flush=True,
+            )
             del model
             if s["device"] == "cuda":
                 torch.cuda.empty_cache()
@@ -120,21 +174,35 @@ def measure_inference(s, amp):
     patches = speed.synthetic_batch(s["infer_images"], s["size"], False, 5, s["device"])
     from dualalign.wsi import make_synthetic_slide, tile_grid
 
-    big = make_synthetic_slide(np.random.default_rng(0), s["large"], s["large"],
-                               [(0, 0, s["large"], s["large"])])
+    big = make_synthetic_slide(
+        np.random.default_rng(0), s["large"], s["large"], [(0, 0, s["large"], s["large"])]
+    )
     tiles = [
-        {"image": torch.as_tensor(np.ascontiguousarray(
-            big[y0:y1, x0:x1, ::-1].transpose(2, 0, 1))), "height": y1 - y0, "width": x1 - x0}
+        {
+            "image": torch.as_tensor(
+                np.ascontiguousarray(big[y0:y1, x0:x1, ::-1].transpose(2, 0, 1))
+            ),
+            "height": y1 - y0,
+            "width": x1 - x0,
+        }
         for x0, y0, x1, y1 in tile_grid(s["large"], s["large"], s["size"], s["size"] // 8)
     ]
     res = {}
     for name, inputs in (("patches", patches), ("tiles", tiles)):
-        kw = dict(device=s["device"], batch_size=s["infer_batch"], warmup=1,
-                  repeats=3 if s["device"] == "cuda" else 2, amp=amp)
+        kw = dict(
+            device=s["device"],
+            batch_size=s["infer_batch"],
+            warmup=1,
+            repeats=3 if s["device"] == "cuda" else 2,
+            amp=amp,
+        )
         res[f"{name}_dualalign_img_s"] = speed.images_per_second(dual, inputs, **kw)
         res[f"{name}_plain_img_s"] = speed.images_per_second(plain, inputs, **kw)
-        print(f"inference on {name}: dualalign {res[f'{name}_dualalign_img_s']:.1f} img/s, "
-              f"plain {res[f'{name}_plain_img_s']:.1f} img/s", flush=True)
+        print(
+            f"inference on {name}: dualalign {res[f'{name}_dualalign_img_s']:.1f} img/s, "
+            f"plain {res[f'{name}_plain_img_s']:.1f} img/s",
+            flush=True,
+        )
     return res
 
 
@@ -149,25 +217,36 @@ def measure_evaluator(s):
 
 
 def measure_loader(s, consumed_img_s):
+    from detectron2.data import DatasetCatalog
+
     from dualalign.data.build import build_paired_loader
     from dualalign.data.datasets import register_coco, register_unlabeled
     from dualalign.data.synthetic import generate_dataset
-    from detectron2.data import DatasetCatalog
 
     root = os.path.join(REPO_ROOT, "datasets", f"bench_synthetic_{s['size']}")
-    paths = generate_dataset(root, seed=0, image_size=s["size"], num_labeled=32, num_unlabeled=32,
-                             num_val=2, num_test=2)
+    paths = generate_dataset(
+        root, seed=0, image_size=s["size"], num_labeled=32, num_unlabeled=32, num_val=2, num_test=2
+    )
     register_coco("bench_lab", paths["labeled"], paths["image_root"])
     register_unlabeled("bench_unl", paths["unlabeled"], paths["image_root"])
     cfg = cfg_for(s, "dualalign").clone()
     cfg.defrost()
     cfg.SOLVER.IMS_PER_BATCH = s["n_l"]
-    loader = build_paired_loader(cfg, DatasetCatalog.get("bench_lab"), DatasetCatalog.get("bench_unl"))
+    loader = build_paired_loader(
+        cfg, DatasetCatalog.get("bench_lab"), DatasetCatalog.get("bench_unl")
+    )
     rate = speed.loader_images_per_second(loader, num_batches=20)
-    print(f"paired loader ({cfg.DATALOADER.NUM_WORKERS} workers): {rate:.1f} img/s; training "
-          f"consumes {consumed_img_s:.1f} img/s", flush=True)
-    return {"loader_img_s": rate, "loader_workers": cfg.DATALOADER.NUM_WORKERS,
-            "train_consumes_img_s": consumed_img_s, "loader_ratio": rate / consumed_img_s}
+    print(
+        f"paired loader ({cfg.DATALOADER.NUM_WORKERS} workers): {rate:.1f} img/s; training "
+        f"consumes {consumed_img_s:.1f} img/s",
+        flush=True,
+    )
+    return {
+        "loader_img_s": rate,
+        "loader_workers": cfg.DATALOADER.NUM_WORKERS,
+        "train_consumes_img_s": consumed_img_s,
+        "loader_ratio": rate / consumed_img_s,
+    }
 
 
 def machine_name(s):
@@ -178,16 +257,23 @@ def machine_name(s):
 
 def markdown(result):
     st = result["steps"]
-    lines = [f"# Speed and memory, {result['machine']} ({result['date']})", "",
-             f"Setting: {result['setting']}", "",
-             "| step | s/step | peak GiB | ratio to (b) |", "|---|---|---|---|"]
+    lines = [
+        f"# Speed and memory, {result['machine']} ({result['date']})",
+        "",
+        f"Setting: {result['setting']}",
+        "",
+        "| step | s/step | peak GiB | ratio to (b) |",
+        "|---|---|---|---|",
+    ]
     b = st["b_supervised_same_images"]["s_per_step"]
     for k, v in st.items():
         peak = "n/a" if v["peak_gib"] is None else f"{v['peak_gib']:.2f}"
         lines.append(f"| {k} | {v['s_per_step']:.4f} | {peak} | {v['s_per_step'] / b:.3f} |")
     lines += ["", "| measurement | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-              for k, v in {**result["inference"], **result["other"]}.items()]
+    lines += [
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in {**result["inference"], **result["other"]}.items()
+    ]
     lines += ["", "Headline: " + json.dumps(result["headline"])]
     return "\n".join(lines) + "\n"
 
@@ -205,15 +291,19 @@ def main(argv=None):
     other = {**measure_evaluator(s), **measure_loader(s, consumed)}
     sec = {k: v["s_per_step"] for k, v in steps.items()}
     headline = {
-        "step_ratio_vs_supervised_same_images": sec["c_dualalign"] / sec["b_supervised_same_images"],
+        "step_ratio_vs_supervised_same_images": sec["c_dualalign"]
+        / sec["b_supervised_same_images"],
         "step_ratio_vs_mean_teacher": sec["c_dualalign"] / sec["e_mean_teacher"],
-        "infer_ratio_vs_plain": inference["patches_dualalign_img_s"] / inference["patches_plain_img_s"],
-        "infer_ratio_vs_plain_tiles": inference["tiles_dualalign_img_s"] / inference["tiles_plain_img_s"],
+        "infer_ratio_vs_plain": inference["patches_dualalign_img_s"]
+        / inference["patches_plain_img_s"],
+        "infer_ratio_vs_plain_tiles": inference["tiles_dualalign_img_s"]
+        / inference["tiles_plain_img_s"],
         "loader_ratio": other["loader_ratio"],
     }
     if "c_dualalign_amp" in sec:
         headline["step_ratio_vs_supervised_same_images_amp"] = (
-            sec["c_dualalign_amp"] / sec["b_supervised_same_images_amp"])
+            sec["c_dualalign_amp"] / sec["b_supervised_same_images_amp"]
+        )
     name = args.machine or machine_name(s)
     result = {
         "machine": name,
@@ -221,8 +311,8 @@ def main(argv=None):
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "setting": f"{s['config_dir']}/*{s['suffix']}.yaml, {s['size']} px, {s['n_l']} labelled + "
-                   f"{s['n_u']} unlabelled images, {s['device']}, warm-up {s['warmup']}, "
-                   f"median of {s['repeats']}",
+        f"{s['n_u']} unlabelled images, {s['device']}, warm-up {s['warmup']}, "
+        f"median of {s['repeats']}",
         "steps": steps,
         "inference": inference,
         "other": other,

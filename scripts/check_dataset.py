@@ -11,6 +11,7 @@ Exit status: 0 when every given set is valid (a summary is printed on stdout), 1
 first problem (``error: <file>: <record>: <problem>; <fix>`` on stderr), 2 on bad arguments.
 Warnings, such as boxes clipped to their image, go to stderr.
 """
+
 import argparse
 import logging
 import os

@@ -8,6 +8,7 @@
 4. Writes ``demo_output/predictions.png``: test patches with ground truth (red), true positives
    (green) and false positives (blue), as in the paper's Fig. 2.
 """
+
 import argparse
 import json
 import logging
@@ -49,18 +50,29 @@ def parse_args():
 def method_cfg(config, args, method):
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     opts = [
-        "OUTPUT_DIR", os.path.join(args.output, method),
-        "SOLVER.MAX_ITER", str(args.iters),
-        "SOLVER.STEPS", f"({int(args.iters * 0.8)},)",
-        "SOLVER.WARMUP_ITERS", str(min(100, args.iters // 5)),
-        "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters),
-        "DUALALIGN.RAMPUP_ITERS", str(args.iters // 2),
-        "DUALALIGN.DATASETS.LABELED_FRACTION", str(args.labeled_fraction),
-        "SEED", str(args.seed),
-        "DUALALIGN.DATASETS.COCO", str([
-            ["synthetic_labeled", f"{args.data}/labeled.json", f"{args.data}/images"],
-            ["synthetic_test", f"{args.data}/test.json", f"{args.data}/images"],
-        ]),
+        "OUTPUT_DIR",
+        os.path.join(args.output, method),
+        "SOLVER.MAX_ITER",
+        str(args.iters),
+        "SOLVER.STEPS",
+        f"({int(args.iters * 0.8)},)",
+        "SOLVER.WARMUP_ITERS",
+        str(min(100, args.iters // 5)),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(10 * args.iters),
+        "DUALALIGN.RAMPUP_ITERS",
+        str(args.iters // 2),
+        "DUALALIGN.DATASETS.LABELED_FRACTION",
+        str(args.labeled_fraction),
+        "SEED",
+        str(args.seed),
+        "DUALALIGN.DATASETS.COCO",
+        str(
+            [
+                ["synthetic_labeled", f"{args.data}/labeled.json", f"{args.data}/images"],
+                ["synthetic_test", f"{args.data}/test.json", f"{args.data}/images"],
+            ]
+        ),
         "DUALALIGN.DATASETS.UNLABELED",
         str([["synthetic_unlabeled", f"{args.data}/unlabeled.json", f"{args.data}/images"]]),
     ]
@@ -76,7 +88,9 @@ def train_and_evaluate(cfg):
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    with open(os.path.join(cfg.OUTPUT_DIR, "inference", cfg.DATASETS.TEST[0], "range_ap.json")) as f:
+    with open(
+        os.path.join(cfg.OUTPUT_DIR, "inference", cfg.DATASETS.TEST[0], "range_ap.json")
+    ) as f:
         return trainer.model, json.load(f), seconds
 
 
@@ -91,18 +105,27 @@ def prediction_figure(model, cfg, out_path, num_images=6):
     tiles = []
     for rec in records:
         bgr = read_image(rec["file_name"], format="BGR")
-        inputs = {"image": torch.as_tensor(bgr.transpose(2, 0, 1).copy()),
-                  "height": bgr.shape[0], "width": bgr.shape[1]}
+        inputs = {
+            "image": torch.as_tensor(bgr.transpose(2, 0, 1).copy()),
+            "height": bgr.shape[0],
+            "width": bgr.shape[1],
+        }
         with torch.no_grad():
             inst = model([inputs])[0]["instances"].to("cpu")
         keep = inst.scores > 0.5
         gt = np.array([a["bbox"] for a in rec["annotations"]]).reshape(-1, 4)
         gt[:, 2:] += gt[:, :2]
-        tiles.append(draw_fig2(
-            bgr[..., ::-1], gt, np.array([a["category_id"] for a in rec["annotations"]]),
-            inst.pred_boxes.tensor[keep].numpy(), inst.scores[keep].numpy(),
-            inst.pred_classes[keep].numpy(), names,
-        ))
+        tiles.append(
+            draw_fig2(
+                bgr[..., ::-1],
+                gt,
+                np.array([a["category_id"] for a in rec["annotations"]]),
+                inst.pred_boxes.tensor[keep].numpy(),
+                inst.scores[keep].numpy(),
+                inst.pred_classes[keep].numpy(),
+                names,
+            )
+        )
     cv2.imwrite(out_path, cv2.cvtColor(grid(tiles, 3), cv2.COLOR_RGB2BGR))
 
 
@@ -114,8 +137,10 @@ def main():
     results, models = {}, {}
     for method, config in METHODS.items():
         cfg = method_cfg(config, args, method)
-        print(f"== training {method} for {args.iters} iterations on {cfg.MODEL.DEVICE} ...",
-              flush=True)
+        print(
+            f"== training {method} for {args.iters} iterations on {cfg.MODEL.DEVICE} ...",
+            flush=True,
+        )
         models[method], results[method], secs = train_and_evaluate(cfg)
         print(f"   {method}: {secs:.0f} s, mAP[.1:.7] = {results[method]['mAP']:.1f}", flush=True)
     classes = list(results["supervised"]["per_class"])
@@ -125,8 +150,9 @@ def main():
     print(tabulate(rows, headers=["class"] + list(METHODS), floatfmt=".1f"))
     os.makedirs(args.output, exist_ok=True)
     figure = os.path.join(args.output, "predictions.png")
-    prediction_figure(models["dualalign"], method_cfg(METHODS["dualalign"], args, "dualalign"),
-                      figure)
+    prediction_figure(
+        models["dualalign"], method_cfg(METHODS["dualalign"], args, "dualalign"), figure
+    )
     with open(os.path.join(args.output, "demo_results.json"), "w") as f:
         json.dump({"iterations": args.iters, "seed": args.seed, "results": results}, f, indent=1)
     print(f"\nFig. 2-style predictions (GT red, TP green, FP blue): {figure}")

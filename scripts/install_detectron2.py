@@ -18,11 +18,11 @@ ops) is kept and never replaced unless ``--force`` is given.
 
 Usage: ``python scripts/install_detectron2.py [--force] [--sdist PATH] [--wheel-dir DIR]``
 """
+
 import argparse
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -171,7 +171,9 @@ def patch_tree(src):
         f.write(PLACEHOLDER_SOURCE)
     # Fix 3: Pillow >= 10.
     replace_in_file(
-        os.path.join(pkg, "data", "transforms", "transform.py"), r"Image\.LINEAR\b", "Image.BILINEAR"
+        os.path.join(pkg, "data", "transforms", "transform.py"),
+        r"Image\.LINEAR\b",
+        "Image.BILINEAR",
     )
     # Fix 4: numpy >= 1.24, in every file that uses the removed alias.
     n = 0

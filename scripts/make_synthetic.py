@@ -5,6 +5,7 @@ Examples:
     python scripts/make_synthetic.py --out datasets/synthetic --seed 0
     python scripts/make_synthetic.py --preview docs/synthetic_sample.png --grid 2 --palette
 """
+
 import argparse
 import json
 import os
@@ -36,13 +37,28 @@ def draw_boxes(image: np.ndarray, annotations) -> np.ndarray:
         x, y, w, h = (int(round(v)) for v in ann["bbox"])
         colour = CLASS_COLOURS[ann["category_id"] - 1]
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), colour, 1)
-        cv2.putText(out, CLASS_NAMES[ann["category_id"] - 1], (x + 1, max(y - 2, 8)),
-                    cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            CLASS_NAMES[ann["category_id"] - 1],
+            (x + 1, max(y - 2, 8)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            colour,
+            1,
+            cv2.LINE_AA,
+        )
     return out
 
 
-def preview(path: str, seed: int, image_size: int, grid: int, variation: bool, boxes: bool,
-            palette: bool = False):
+def preview(
+    path: str,
+    seed: int,
+    image_size: int,
+    grid: int,
+    variation: bool,
+    boxes: bool,
+    palette: bool = False,
+):
     """Save a grid x grid mosaic of the first labelled patches, with their boxes.
 
     With ``palette``, the PNG is quantised to 256 colours (about half the size, for docs).
@@ -51,14 +67,15 @@ def preview(path: str, seed: int, image_size: int, grid: int, variation: bool, b
     for i in range(grid * grid):
         image, anns = render_patch(image_rng(seed, "labeled", i), image_size, variation)
         tiles.append(draw_boxes(image, anns) if boxes else image)
-    rows = [np.concatenate(tiles[r * grid:(r + 1) * grid], axis=1) for r in range(grid)]
+    rows = [np.concatenate(tiles[r * grid : (r + 1) * grid], axis=1) for r in range(grid)]
     mosaic = np.concatenate(rows, axis=0)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if palette:
         from PIL import Image
 
         Image.fromarray(mosaic).quantize(256, method=Image.Quantize.MEDIANCUT).save(
-            path, optimize=True)
+            path, optimize=True
+        )
     else:
         cv2.imwrite(path, cv2.cvtColor(mosaic, cv2.COLOR_RGB2BGR))
     print(f"preview: {path}")
@@ -76,9 +93,11 @@ def summary(paths) -> None:
         with_box = {a["image_id"] for a in coco["annotations"]}
         classes = ", ".join(f"{n} {per_class.get(i + 1, 0)}" for i, n in enumerate(CLASS_NAMES))
         hidden = " (hidden: unlabeled_with_gt.json)" if split == "unlabeled" else ""
-        print(f"{split}: {paths[split]}: {len(coco['images'])} images "
-              f"({len(coco['images']) - len(with_box)} without boxes), "
-              f"{len(coco['annotations'])} boxes{hidden} [{classes}]")
+        print(
+            f"{split}: {paths[split]}: {len(coco['images'])} images "
+            f"({len(coco['images']) - len(with_box)} without boxes), "
+            f"{len(coco['annotations'])} boxes{hidden} [{classes}]"
+        )
 
 
 def main(argv=None):
@@ -90,25 +109,46 @@ def main(argv=None):
     p.add_argument("--num-unlabeled", type=int, default=120)
     p.add_argument("--num-val", type=int, default=20)
     p.add_argument("--num-test", type=int, default=40)
-    p.add_argument("--num-patients", type=int, default=None,
-                   help="patients per split (default: images // 4)")
-    p.add_argument("--no-variation", action="store_true",
-                   help="fixed stain palette and cell scale")
-    p.add_argument("--preview", metavar="PNG", default=None,
-                   help="only save a mosaic of labelled patches with their boxes to PNG")
+    p.add_argument(
+        "--num-patients", type=int, default=None, help="patients per split (default: images // 4)"
+    )
+    p.add_argument("--no-variation", action="store_true", help="fixed stain palette and cell scale")
+    p.add_argument(
+        "--preview",
+        metavar="PNG",
+        default=None,
+        help="only save a mosaic of labelled patches with their boxes to PNG",
+    )
     p.add_argument("--grid", type=int, default=2, help="preview mosaic is grid x grid")
     p.add_argument("--no-boxes", action="store_true", help="preview without boxes")
-    p.add_argument("--palette", action="store_true",
-                   help="save the preview as a 256-colour PNG (smaller, for docs)")
+    p.add_argument(
+        "--palette",
+        action="store_true",
+        help="save the preview as a 256-colour PNG (smaller, for docs)",
+    )
     args = p.parse_args(argv)
     if args.preview:
-        preview(args.preview, args.seed, args.image_size, args.grid, not args.no_variation,
-                not args.no_boxes, args.palette)
+        preview(
+            args.preview,
+            args.seed,
+            args.image_size,
+            args.grid,
+            not args.no_variation,
+            not args.no_boxes,
+            args.palette,
+        )
         return
     paths = generate_dataset(
-        args.out, seed=args.seed, image_size=args.image_size, num_labeled=args.num_labeled,
-        num_unlabeled=args.num_unlabeled, num_val=args.num_val, num_test=args.num_test,
-        variation=not args.no_variation, num_patients=args.num_patients)
+        args.out,
+        seed=args.seed,
+        image_size=args.image_size,
+        num_labeled=args.num_labeled,
+        num_unlabeled=args.num_unlabeled,
+        num_val=args.num_val,
+        num_test=args.num_test,
+        variation=not args.no_variation,
+        num_patients=args.num_patients,
+    )
     summary(paths)
 
 

@@ -28,6 +28,7 @@ others from scratch, and rebuilds unlabeled.json from every state file in OUT/st
 of slides not named in this run). An unreadable slide is reported in one line on stderr and
 skipped; the exit code is then 1 (0 when all succeeded, 2 when the run cannot start).
 """
+
 import argparse
 import hashlib
 import json
@@ -40,8 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
 from dualalign.inference.cli import (  # noqa: E402
-    SetupError,
     add_common_arguments,
+    cli_main,
     report_error,
     setup_predictor,
 )
@@ -76,12 +77,18 @@ def mine_slide(predictor, path, key, args, patch_size, class_names, images_dir):
     patches = []
     with open_slide(path) as reader:
         level = args.level if input_kind(reader, patch_size) == "slide" else 0
-        selection = select_tiles(reader, level, patch_size, args.overlap,
-                                 args.tissue_threshold, args.min_tissue)
+        selection = select_tiles(
+            reader, level, patch_size, args.overlap, args.tissue_threshold, args.min_tissue
+        )
         downsample = reader.level_downsamples[level]
         predictions = iter_tile_predictions(
-            predictor, reader, level, selection, args.batch_size,
-            progress=not args.no_progress, desc=os.path.basename(path),
+            predictor,
+            reader,
+            level,
+            selection,
+            args.batch_size,
+            progress=not args.no_progress,
+            desc=os.path.basename(path),
         )
         for idx, tile, instances in predictions:
             _, scores, classes = instances_to_arrays(instances)
@@ -92,16 +99,27 @@ def mine_slide(predictor, path, key, args, patch_size, class_names, images_dir):
             x, y = (int(v) for v in selection.origins[idx])
             name = f"{key}/{x}_{y}.png"
             write_png(os.path.join(images_dir, name), tile)
-            patches.append({
-                "file_name": name, "width": int(tile.shape[1]), "height": int(tile.shape[0]),
-                "slide": os.path.abspath(path), "level": int(level), "x": x, "y": y,
-                "downsample": float(downsample), "top_score": round(float(scores[best]), 5),
-                "top_class": _class_name(class_names, int(classes[best])),
-                "num_detections": int(hits.sum()),
-            })
+            patches.append(
+                {
+                    "file_name": name,
+                    "width": int(tile.shape[1]),
+                    "height": int(tile.shape[0]),
+                    "slide": os.path.abspath(path),
+                    "level": int(level),
+                    "x": x,
+                    "y": y,
+                    "downsample": float(downsample),
+                    "top_score": round(float(scores[best]), 5),
+                    "top_class": _class_name(class_names, int(classes[best])),
+                    "num_detections": int(hits.sum()),
+                }
+            )
     return {
-        "version": STATE_VERSION, "slide": os.path.abspath(path), "key": key,
-        "tiles": int(len(selection.tiles)), "tiles_run": int(len(selection.selected)),
+        "version": STATE_VERSION,
+        "slide": os.path.abspath(path),
+        "key": key,
+        "tiles": int(len(selection.tiles)),
+        "tiles_run": int(len(selection.selected)),
         "patches": patches,
     }
 
@@ -117,8 +135,11 @@ def run(args, predictor_factory=None) -> int:
     os.makedirs(state_dir, exist_ok=True)
     weights = args.weights
     params = {  # a finished slide is skipped only when it was mined with these
-        "level": args.level, "patch_size": patch_size, "overlap": args.overlap,
-        "score_thresh": args.score_thresh, "min_tissue": args.min_tissue,
+        "level": args.level,
+        "patch_size": patch_size,
+        "overlap": args.overlap,
+        "score_thresh": args.score_thresh,
+        "min_tissue": args.min_tissue,
         "tissue_threshold": args.tissue_threshold,
         "weights": os.path.abspath(weights) if weights and os.path.exists(weights) else weights,
     }
@@ -129,8 +150,13 @@ def run(args, predictor_factory=None) -> int:
         failed += 1
     states = _load_states(state_dir)
     skipped = mined = 0
-    for path, key in tqdm(list(zip(files, _slide_keys(files, states))), desc="slides",
-                          unit="slide", disable=args.no_progress, dynamic_ncols=True):
+    for path, key in tqdm(
+        list(zip(files, _slide_keys(files, states))),
+        desc="slides",
+        unit="slide",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+    ):
         done = states.get(key)
         if done and done["slide"] == os.path.abspath(path) and done.get("params") == params:
             skipped += 1
@@ -152,8 +178,11 @@ def run(args, predictor_factory=None) -> int:
         mined += 1
         _write_pool(args.output, states, class_names)
     num = _write_pool(args.output, states, class_names)
-    print(f"{mined} slide(s) mined, {skipped} already done, {failed} failed; "
-          f"{num} patches in {os.path.join(args.output, 'unlabeled.json')}", file=sys.stderr)
+    print(
+        f"{mined} slide(s) mined, {skipped} already done, {failed} failed; "
+        f"{num} patches in {os.path.join(args.output, 'unlabeled.json')}",
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 
@@ -175,7 +204,7 @@ def _load_states(state_dir: str) -> dict:
         except (OSError, ValueError, KeyError, TypeError) as e:
             report_error(path, f"unreadable state file ({e}); its slide will be mined again")
             continue
-        states[name[:-len(".json")]] = state
+        states[name[: -len(".json")]] = state
     return states
 
 
@@ -199,25 +228,25 @@ def _write_pool(out_dir, states, class_names) -> int:
     for key in sorted(states):
         for patch in sorted(states[key]["patches"], key=lambda p: (p["y"], p["x"])):
             images.append({"id": len(images) + 1, **patch})
-    write_json(os.path.join(out_dir, "unlabeled.json"), {
-        "info": {"description": "unlabelled patches mined by scripts/mine_unlabeled.py "
-                 "(settings of each slide: OUT/state/<slide>.json)",
-                 "slides": sorted(s["slide"] for s in states.values())},
-        "images": images,
-        "annotations": [],
-        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)],
-    })
+    write_json(
+        os.path.join(out_dir, "unlabeled.json"),
+        {
+            "info": {
+                "description": "unlabelled patches mined by scripts/mine_unlabeled.py "
+                "(settings of each slide: OUT/state/<slide>.json)",
+                "slides": sorted(s["slide"] for s in states.values()),
+            },
+            "images": images,
+            "annotations": [],
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)],
+        },
+    )
     return len(images)
 
 
 def main(argv=None, predictor_factory=None) -> int:
     """Entry point; ``predictor_factory(cfg, args)`` replaces the model (tests only)."""
-    args = parse_args(argv)
-    try:
-        return run(args, predictor_factory)
-    except SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(parse_args, run, argv, predictor_factory)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ Only detections with score >= --score-thresh are written. An unreadable input is
 one line on stderr and under "errors", the others are still processed, and the exit code is 1;
 0 when every input succeeded, 2 when the run cannot start (config, weights, arguments).
 """
+
 import argparse
 import os
 import sys
@@ -38,8 +39,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dualalign.inference.cli import (  # noqa: E402
-    SetupError,
     add_common_arguments,
+    cli_main,
     report_error,
     setup_predictor,
 )
@@ -80,10 +81,17 @@ def predict_input(predictor, path: str, args, tile_size: int) -> dict:
         else:
             level = args.level if kind == "slide" else 0
             result = detect_slide(
-                predictor, reader, level=level, tile_size=tile_size, overlap=args.overlap,
-                tissue_threshold=args.tissue_threshold, min_tissue=args.min_tissue,
-                batch_size=args.batch_size, score_thresh=args.score_thresh,
-                progress=not args.no_progress, desc=os.path.basename(path),
+                predictor,
+                reader,
+                level=level,
+                tile_size=tile_size,
+                overlap=args.overlap,
+                tissue_threshold=args.tissue_threshold,
+                min_tissue=args.min_tissue,
+                batch_size=args.batch_size,
+                score_thresh=args.score_thresh,
+                progress=not args.no_progress,
+                desc=os.path.basename(path),
             )
             boxes, scores, classes = result["boxes"], result["scores"], result["classes"]
             tiles, tiles_run = len(result["tiles"]), len(result["selected"])
@@ -92,18 +100,23 @@ def predict_input(predictor, path: str, args, tile_size: int) -> dict:
     keep = scores >= args.score_thresh
     order = np.argsort(-scores[keep], kind="stable")
     return {
-        "kind": kind, "level": level, "width": width, "height": height,
-        "boxes": boxes[keep][order], "scores": scores[keep][order],
-        "classes": classes[keep][order], "tiles": tiles, "tiles_run": tiles_run,
-        "overlay_background": background, "overlay_scale": scale,
+        "kind": kind,
+        "level": level,
+        "width": width,
+        "height": height,
+        "boxes": boxes[keep][order],
+        "scores": scores[keep][order],
+        "classes": classes[keep][order],
+        "tiles": tiles,
+        "tiles_run": tiles_run,
+        "overlay_background": background,
+        "overlay_scale": scale,
     }
 
 
 def run(args, predictor_factory=None) -> int:
     """Process every input and write the outputs; returns the exit code."""
-    _, predictor, class_names, tile_size = setup_predictor(
-        args, args.tile_size, predictor_factory
-    )
+    _, predictor, class_names, tile_size = setup_predictor(args, args.tile_size, predictor_factory)
     files, errors = expand_inputs(args.input)
     errors = [{"slide": path, "error": reason} for path, reason in errors]
     for e in errors:
@@ -111,14 +124,23 @@ def run(args, predictor_factory=None) -> int:
     os.makedirs(os.path.join(args.output, "overlays"), exist_ok=True)
 
     images, results, rows, slides = [], [], [], []
-    for path, name in tqdm(list(zip(files, unique_stems(files))), desc="inputs", unit="input",
-                           disable=args.no_progress, dynamic_ncols=True):
+    for path, name in tqdm(
+        list(zip(files, unique_stems(files))),
+        desc="inputs",
+        unit="input",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+    ):
         start = time.time()
         try:
             det = predict_input(predictor, path, args, tile_size)
             overlay = draw_detections(
-                det["overlay_background"], det["boxes"], det["classes"], det["scores"],
-                class_names, scale=det["overlay_scale"],
+                det["overlay_background"],
+                det["boxes"],
+                det["classes"],
+                det["scores"],
+                class_names,
+                scale=det["overlay_scale"],
             )
             write_png(os.path.join(args.output, "overlays", f"{name}.png"), overlay)
         except Exception as e:  # one bad input must not stop the others
@@ -127,26 +149,52 @@ def run(args, predictor_factory=None) -> int:
             errors.append({"slide": path, "error": reason})
             continue
         image_id = len(images) + 1
-        images.append({"id": image_id, "file_name": path, "width": det["width"],
-                       "height": det["height"], "kind": det["kind"], "level": det["level"]})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": path,
+                "width": det["width"],
+                "height": det["height"],
+                "kind": det["kind"],
+                "level": det["level"],
+            }
+        )
         for (x0, y0, x1, y1), score, cls in zip(det["boxes"], det["scores"], det["classes"]):
             xywh = [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)]
-            results.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": xywh,
-                            "score": round(float(score), 5)})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "bbox": xywh,
+                    "score": round(float(score), 5),
+                }
+            )
             rows.append([path, *xywh, _class_name(class_names, cls), round(float(score), 5)])
         counts = class_counts(det["classes"], class_names)
-        slides.append({
-            "slide": path, "image_id": image_id, "overlay": f"overlays/{name}.png",
-            "kind": det["kind"], "level": det["level"], "width": det["width"],
-            "height": det["height"], "tiles": det["tiles"], "tiles_run": det["tiles_run"],
-            "counts": counts, "total": int(sum(counts.values())),
-            "seconds": round(time.time() - start, 2),
-        })
+        slides.append(
+            {
+                "slide": path,
+                "image_id": image_id,
+                "overlay": f"overlays/{name}.png",
+                "kind": det["kind"],
+                "level": det["level"],
+                "width": det["width"],
+                "height": det["height"],
+                "tiles": det["tiles"],
+                "tiles_run": det["tiles_run"],
+                "counts": counts,
+                "total": int(sum(counts.values())),
+                "seconds": round(time.time() - start, 2),
+            }
+        )
 
     _write_outputs(args, class_names, images, results, rows, slides, errors)
     total = sum(s["total"] for s in slides)
-    print(f"{len(slides)} input(s) done, {len(errors)} failed; {total} detections with score >= "
-          f"{args.score_thresh} written to {args.output}", file=sys.stderr)
+    print(
+        f"{len(slides)} input(s) done, {len(errors)} failed; {total} detections with score >= "
+        f"{args.score_thresh} written to {args.output}",
+        file=sys.stderr,
+    )
     return 1 if errors else 0
 
 
@@ -161,30 +209,28 @@ def _write_outputs(args, class_names, images, results, rows, slides, errors) -> 
     write_json(os.path.join(out, "detections.coco.json"), results)
     write_csv(os.path.join(out, "detections.csv"), CSV_HEADER, rows)
     write_csv(
-        os.path.join(out, "summary.csv"), ("slide", *class_names, "total"),
-        ([s["slide"], *(s["counts"].get(n, 0) for n in class_names), s["total"]]
-         for s in slides),
+        os.path.join(out, "summary.csv"),
+        ("slide", *class_names, "total"),
+        ([s["slide"], *(s["counts"].get(n, 0) for n in class_names), s["total"]] for s in slides),
     )
     totals = {n: sum(s["counts"].get(n, 0) for s in slides) for n in class_names}
-    write_json(os.path.join(out, "summary.json"), {
-        "config_file": args.config_file,
-        "weights": args.weights,
-        "score_thresh": args.score_thresh,
-        "classes": list(class_names),
-        "slides": slides,
-        "totals": {**totals, "total": int(sum(totals.values()))},
-        "errors": errors,
-    })
+    write_json(
+        os.path.join(out, "summary.json"),
+        {
+            "config_file": args.config_file,
+            "weights": args.weights,
+            "score_thresh": args.score_thresh,
+            "classes": list(class_names),
+            "slides": slides,
+            "totals": {**totals, "total": int(sum(totals.values()))},
+            "errors": errors,
+        },
+    )
 
 
 def main(argv=None, predictor_factory=None) -> int:
     """Entry point; ``predictor_factory(cfg, args)`` replaces the model (tests only)."""
-    args = parse_args(argv)
-    try:
-        return run(args, predictor_factory)
-    except SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(parse_args, run, argv, predictor_factory)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ budget (iterations, batch, schedule, seed). The harness is resumable: a run with
 Outputs, under ``results/<dataset>/``: ``results.json`` (every run), ``tables.md`` (Tables 1
 and 2, mean +- std over seeds) and ``map_vs_fraction.png``.
 """
+
 import argparse
 import datetime
 import json
@@ -57,17 +58,23 @@ PRESETS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=["synthetic", "cervix93"])
-    p.add_argument("--data-root", default="", help="dataset folder (cervix93: ../shared/data/cervix93)")
+    p.add_argument(
+        "--data-root", default="", help="dataset folder (cervix93: ../shared/data/cervix93)"
+    )
     p.add_argument("--class-agnostic", action="store_true", help="one class ('nucleus')")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    p.add_argument("--methods", nargs="+", default=list(METHOD_CONFIGS), choices=list(METHOD_CONFIGS))
+    p.add_argument(
+        "--methods", nargs="+", default=list(METHOD_CONFIGS), choices=list(METHOD_CONFIGS)
+    )
     p.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--iters", type=int, default=0, help="override the preset's iterations")
     p.add_argument("--output", default="results")
     p.add_argument("--num-gpus", type=int, default=1)
     p.add_argument("--report-only", action="store_true", help="rebuild tables from finished runs")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config pairs for all runs")
+    p.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config pairs for all runs"
+    )
     return p.parse_args(argv)
 
 
@@ -79,30 +86,65 @@ def machine_description():
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return f"{platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device})"
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()} ({cpu}, {os.cpu_count()} cores, {device})"
 
 
 def run_one(args, preset, data, method, fraction, seed, run_dir, iters):
     config = os.path.join(REPO_ROOT, preset["config_dir"], preset["configs"][method])
-    opts = preset["opts"] + data["opts"] + data["fraction_opts"](fraction) + [
-        "OUTPUT_DIR", run_dir,
-        "SEED", str(seed),
-        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
-        "DUALALIGN.DATASETS.SPLIT_SEED", str(seed),
-        "SOLVER.MAX_ITER", str(iters),
-        "SOLVER.STEPS", f"({int(iters * 0.8)},)",
-        "SOLVER.CHECKPOINT_PERIOD", str(max(50, iters // 4)),
-        "TEST.EVAL_PERIOD", "0",
-        "DUALALIGN.LOG_PERIOD", "20",
-    ] + list(args.opts)
+    opts = (
+        preset["opts"]
+        + data["opts"]
+        + data["fraction_opts"](fraction)
+        + [
+            "OUTPUT_DIR",
+            run_dir,
+            "SEED",
+            str(seed),
+            "DUALALIGN.DATASETS.LABELED_FRACTION",
+            str(fraction),
+            "DUALALIGN.DATASETS.SPLIT_SEED",
+            str(seed),
+            "SOLVER.MAX_ITER",
+            str(iters),
+            "SOLVER.STEPS",
+            f"({int(iters * 0.8)},)",
+            "SOLVER.CHECKPOINT_PERIOD",
+            str(max(50, iters // 4)),
+            "TEST.EVAL_PERIOD",
+            "0",
+            "DUALALIGN.LOG_PERIOD",
+            "20",
+        ]
+        + list(args.opts)
+    )
     if args.preset == "cpu":
         ramp = str(iters // 2)
-        opts += ["SOLVER.WARMUP_ITERS", str(min(100, iters // 5)), "DUALALIGN.RAMPUP_ITERS", ramp,
-                 "DUALALIGN.CSD.RAMPUP_ITERS", ramp, "DUALALIGN.CSD.RAMPDOWN_ITERS", str(iters // 6),
-                 "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS", ramp]
+        opts += [
+            "SOLVER.WARMUP_ITERS",
+            str(min(100, iters // 5)),
+            "DUALALIGN.RAMPUP_ITERS",
+            ramp,
+            "DUALALIGN.CSD.RAMPUP_ITERS",
+            ramp,
+            "DUALALIGN.CSD.RAMPDOWN_ITERS",
+            str(iters // 6),
+            "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS",
+            ramp,
+        ]
     resume = os.path.isfile(os.path.join(run_dir, "last_checkpoint"))
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config,
-           "--num-gpus", str(args.num_gpus)] + (["--resume"] if resume else []) + opts
+    cmd = (
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "train_net.py"),
+            "--config-file",
+            config,
+            "--num-gpus",
+            str(args.num_gpus),
+        ]
+        + (["--resume"] if resume else [])
+        + opts
+    )
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "harness.log"), "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
@@ -110,7 +152,9 @@ def run_one(args, preset, data, method, fraction, seed, run_dir, iters):
         start = time.time()
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     if proc.returncode != 0:
-        raise RuntimeError(f"{run_dir}: train_net.py exited with {proc.returncode}; see harness.log")
+        raise RuntimeError(
+            f"{run_dir}: train_net.py exited with {proc.returncode}; see harness.log"
+        )
     ap_file = os.path.join(run_dir, "inference", data["test_name"], "range_ap.json")
     with open(ap_file) as f:
         ap = json.load(f)
@@ -150,10 +194,18 @@ def main(argv=None):
     out_dir = os.path.join(args.output, label)
     data = prepare_dataset(args.dataset, args.data_root, args.class_agnostic, label)
     grid = [(f, m, s) for f in args.fractions for m in args.methods for s in args.seeds]
-    todo = [g for g in grid if not os.path.isfile(
-        os.path.join(out_dir, "runs", run_name(g[1], g[0], g[2]), "result.json"))]
-    print(f"{label}: {len(grid)} runs, {len(grid) - len(todo)} finished, {len(todo)} to go "
-          f"({iters} iterations each)", flush=True)
+    todo = [
+        g
+        for g in grid
+        if not os.path.isfile(
+            os.path.join(out_dir, "runs", run_name(g[1], g[0], g[2]), "result.json")
+        )
+    ]
+    print(
+        f"{label}: {len(grid)} runs, {len(grid) - len(todo)} finished, {len(todo)} to go "
+        f"({iters} iterations each)",
+        flush=True,
+    )
     if not args.report_only:
         failures = []
         for fraction, method, seed in tqdm(todo, desc=label, unit="run", dynamic_ncols=True):
@@ -165,8 +217,10 @@ def main(argv=None):
                 tqdm.write(f"FAILED {e}")
                 continue
             atomic_write_text(os.path.join(run_dir, "result.json"), json.dumps(result, indent=1))
-            tqdm.write(f"{run_name(method, fraction, seed)}: mAP {result['mAP']:.1f} "
-                       f"({result['seconds']:.0f} s)")
+            tqdm.write(
+                f"{run_name(method, fraction, seed)}: mAP {result['mAP']:.1f} "
+                f"({result['seconds']:.0f} s)"
+            )
             write_report(out_dir, collect(out_dir), label)
         if failures:
             print(f"{len(failures)} runs failed; rerun the same command to retry them")

@@ -1,4 +1,5 @@
 """Shared pytest setup: small thread counts (CI has 2 cores), fixtures for data."""
+
 import os
 import sys
 

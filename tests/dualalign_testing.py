@@ -1,4 +1,5 @@
 """Helpers shared by the tests (imported by name: each test folder has its own conftest)."""
+
 import os
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,5 @@
 """Detector steps shared by the baselines: one student pass, proposals, box-head scores, flips."""
+
 from typing import Dict, List, Sequence, Tuple
 
 import torch

@@ -5,6 +5,7 @@ class *last*, and regression deltas ``[N, 4 * C]`` (class-specific) or ``[N, 4]`
 (class-agnostic), each group of four being ``(dx, dy, dw, dh)``. Boxes are XYXY in pixels of the
 resized image. Every reduction that could see zero rows returns 0 with a graph instead of NaN.
 """
+
 from typing import Dict, Union
 
 import torch

@@ -30,6 +30,7 @@ Where we differ (each a config-level or documented choice):
 
 At inference the model is exactly ``GeneralizedRCNN``.
 """
+
 from typing import List, Optional
 
 import torch

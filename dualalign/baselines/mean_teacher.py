@@ -34,6 +34,7 @@ proposals.
 Loading weights that have no ``teacher.`` entries (ImageNet, a supervised checkpoint) copies the
 loaded student weights into the teacher, so both start from the same network.
 """
+
 import copy
 from typing import List, Optional
 

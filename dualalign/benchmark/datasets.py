@@ -7,6 +7,7 @@
   images themselves (without labels) are the unlabelled pool. The test split is evaluated.
   ``class_agnostic`` maps the three frame-level grades to one class, "nucleus".
 """
+
 import json
 import os
 
@@ -20,10 +21,14 @@ def _coco_opts(label, train_json, test_json, image_root, pool_json=None):
     coco = [[f"{label}_train", train_json, image_root], [f"{label}_test", test_json, image_root]]
     unlabeled = [[f"{label}_pool", pool_json, image_root]] if pool_json else []
     return [
-        "DUALALIGN.DATASETS.COCO", str(coco),
-        "DUALALIGN.DATASETS.UNLABELED", str(unlabeled),
-        "DATASETS.TRAIN", f"('{label}_train',)",
-        "DATASETS.TEST", f"('{label}_test',)",
+        "DUALALIGN.DATASETS.COCO",
+        str(coco),
+        "DUALALIGN.DATASETS.UNLABELED",
+        str(unlabeled),
+        "DATASETS.TRAIN",
+        f"('{label}_train',)",
+        "DATASETS.TEST",
+        f"('{label}_test',)",
     ]
 
 
@@ -41,8 +46,9 @@ def prepare_dataset(name, data_root, class_agnostic, label):
     if name == "synthetic":
         root = data_root or os.path.join("datasets", "synthetic_benchmark")
         paths = generate_dataset(root, seed=0, **SYNTHETIC_SIZES)
-        opts = _coco_opts(label, paths["labeled"], paths["test"], paths["image_root"],
-                          paths["unlabeled"])
+        opts = _coco_opts(
+            label, paths["labeled"], paths["test"], paths["image_root"], paths["unlabeled"]
+        )
         opts += ["DUALALIGN.DATASETS.TRAIN_UNLABELED", f"('{label}_pool',)"]
         return {"opts": opts, "fraction_opts": lambda fraction: [], "test_name": f"{label}_test"}
     if name != "cervix93":
@@ -57,23 +63,37 @@ def prepare_dataset(name, data_root, class_agnostic, label):
     images = os.path.join(data_root, "images")
     if class_agnostic:
         out = os.path.join("datasets", label)
-        train, test = (os.path.join(out, "annotations_train.json"),
-                       os.path.join(out, "annotations_test.json"))
+        train, test = (
+            os.path.join(out, "annotations_train.json"),
+            os.path.join(out, "annotations_test.json"),
+        )
         _agnostic_copy(os.path.join(data_root, "annotations_train.json"), train)
         _agnostic_copy(os.path.join(data_root, "annotations_test.json"), test)
     opts = _coco_opts(label, train, test, images, pool_json=train)
     opts += [
-        "MODEL.ROI_HEADS.NUM_CLASSES", "1" if class_agnostic else "3",
-        "DUALALIGN.PROXY.INCLUDE_BACKGROUND", str(bool(class_agnostic)),
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "1" if class_agnostic else "3",
+        "DUALALIGN.PROXY.INCLUDE_BACKGROUND",
+        str(bool(class_agnostic)),
         # 1280x960 frames, 64 px nucleus boxes: 480 px keeps boxes ~24 px on the CPU preset.
-        "INPUT.MIN_SIZE_TRAIN", "(480,)", "INPUT.MAX_SIZE_TRAIN", "640",
-        "INPUT.MIN_SIZE_TEST", "480", "INPUT.MAX_SIZE_TEST", "640",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(480,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "640",
+        "INPUT.MIN_SIZE_TEST",
+        "480",
+        "INPUT.MAX_SIZE_TEST",
+        "640",
     ]
 
     def fraction_opts(fraction):
         if fraction < 1.0:
-            return ["DUALALIGN.DATASETS.REMAINDER_AS_UNLABELED", "True",
-                    "DUALALIGN.DATASETS.TRAIN_UNLABELED", "()"]
+            return [
+                "DUALALIGN.DATASETS.REMAINDER_AS_UNLABELED",
+                "True",
+                "DUALALIGN.DATASETS.TRAIN_UNLABELED",
+                "()",
+            ]
         return ["DUALALIGN.DATASETS.TRAIN_UNLABELED", f"('{label}_pool',)"]
 
     return {"opts": opts, "fraction_opts": fraction_opts, "test_name": f"{label}_test"}

@@ -1,4 +1,5 @@
 """Tables shaped like the paper's Tables 1 and 2, and the mAP-vs-fraction plot."""
+
 import json
 import os
 from collections import defaultdict
@@ -67,19 +68,29 @@ def tables_markdown(runs, label):
             if (f, m) in groups:
                 lines.append(_row(f"{f:.0%} | {METHOD_LABELS[m]}", groups[(f, m)], classes))
     top = fractions[-1]
-    lines += ["", f"## Table 2: all methods at {top:.0%} labelled", "",
-              "| method | " + " | ".join(classes) + " | Avg. |", "|" + "---|" * (len(classes) + 2)]
+    lines += [
+        "",
+        f"## Table 2: all methods at {top:.0%} labelled",
+        "",
+        "| method | " + " | ".join(classes) + " | Avg. |",
+        "|" + "---|" * (len(classes) + 2),
+    ]
     for m in methods:
         if (top, m) in groups:
             lines.append(_row(METHOD_LABELS[m], groups[(top, m)], classes))
     others = [f for f in fractions if f != top]
     for f in others:
         if sum((f, m) in groups for m in methods) > 2:
-            lines += ["", f"### All methods at {f:.0%} labelled", "",
-                      "| method | " + " | ".join(classes) + " | Avg. |",
-                      "|" + "---|" * (len(classes) + 2)]
-            lines += [_row(METHOD_LABELS[m], groups[(f, m)], classes) for m in methods
-                      if (f, m) in groups]
+            lines += [
+                "",
+                f"### All methods at {f:.0%} labelled",
+                "",
+                "| method | " + " | ".join(classes) + " | Avg. |",
+                "|" + "---|" * (len(classes) + 2),
+            ]
+            lines += [
+                _row(METHOD_LABELS[m], groups[(f, m)], classes) for m in methods if (f, m) in groups
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -96,8 +107,14 @@ def plot_map_vs_fraction(runs, path, label):
         pts = sorted((f, [r["mAP"] for r in g]) for (f, mm), g in groups.items() if mm == m)
         if pts:
             xs = [p[0] for p in pts]
-            ax.errorbar(xs, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts],
-                        marker="o", capsize=3, label=METHOD_LABELS[m])
+            ax.errorbar(
+                xs,
+                [np.mean(p[1]) for p in pts],
+                yerr=[np.std(p[1]) for p in pts],
+                marker="o",
+                capsize=3,
+                label=METHOD_LABELS[m],
+            )
     ax.set_xlabel("labelled fraction")
     ax.set_ylabel("mAP[.1:.7] (%)")
     ax.set_title(label)

@@ -4,6 +4,7 @@ Every step timing uses the same fixed batch, median over repeats after warm-up, 
 synchronisation around each step. Peak memory is CUDA's max allocated bytes per measurement
 (``None`` on the CPU, where no per-measurement figure exists).
 """
+
 import statistics
 import time
 from typing import Callable, Dict, List, Optional
@@ -22,8 +23,11 @@ def synthetic_batch(n: int, size: int, labeled: bool, seed: int, device) -> List
     batch = []
     for _ in range(n):
         rgb, annos = render_patch(rng, image_size=size)
-        item = {"image": torch.as_tensor(np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1))),
-                "height": size, "width": size}
+        item = {
+            "image": torch.as_tensor(np.ascontiguousarray(rgb[..., ::-1].transpose(2, 0, 1))),
+            "height": size,
+            "width": size,
+        }
         if labeled:
             inst = Instances((size, size))
             xywh = torch.tensor([a["bbox"] for a in annos], dtype=torch.float32).reshape(-1, 4)
@@ -93,7 +97,7 @@ def images_per_second(
         start = time.perf_counter()
         with torch.autocast("cuda", enabled=amp):
             for k in range(0, len(inputs), batch_size):
-                model(inputs[k:k + batch_size])
+                model(inputs[k : k + batch_size])
         _sync(device)
         if i >= warmup:
             rates.append(len(inputs) / (time.perf_counter() - start))
@@ -121,14 +125,33 @@ def fake_predictions(num_images: int, per_image: int, num_classes: int, size: in
         cls = rng.integers(1, num_classes + 1, per_image)
         for j in range(per_image):
             box = [float(xy[j, 0]), float(xy[j, 1]), float(wh[j, 0]), float(wh[j, 1])]
-            annotations.append({"id": len(annotations) + 1, "image_id": img, "bbox": box,
-                                "category_id": int(cls[j]), "area": box[2] * box[3], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img,
+                    "bbox": box,
+                    "category_id": int(cls[j]),
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
             jitter = (np.array(box) + rng.normal(0, 3, 4)).tolist()
-            preds.append({"image_id": img, "category_id": int(cls[j]), "bbox": jitter,
-                          "score": float(rng.uniform(0.3, 1.0))})
-            preds.append({"image_id": img, "category_id": int(rng.integers(1, num_classes + 1)),
-                          "bbox": [float(v) for v in rng.uniform(0, size - 32, 2)] + [24.0, 24.0],
-                          "score": float(rng.uniform(0.0, 0.6))})
+            preds.append(
+                {
+                    "image_id": img,
+                    "category_id": int(cls[j]),
+                    "bbox": jitter,
+                    "score": float(rng.uniform(0.3, 1.0)),
+                }
+            )
+            preds.append(
+                {
+                    "image_id": img,
+                    "category_id": int(rng.integers(1, num_classes + 1)),
+                    "bbox": [float(v) for v in rng.uniform(0, size - 32, 2)] + [24.0, 24.0],
+                    "score": float(rng.uniform(0.0, 0.6)),
+                }
+            )
     cats = [{"id": c, "name": f"class{c}"} for c in range(1, num_classes + 1)]
     return {"images": images, "annotations": annotations, "categories": cats}, preds
 

@@ -3,6 +3,7 @@
 Both are detectron2 ``Augmentation``s, so they compose with ``ResizeShortestEdge`` and transform
 boxes correctly. Colour jitter changes pixels only; its geometry is the identity.
 """
+
 from typing import List
 
 import cv2

@@ -1,4 +1,5 @@
 """Train/test loaders: a labelled loader, and the paired labelled + unlabelled loader."""
+
 import itertools
 import logging
 import operator
@@ -188,7 +189,9 @@ def batch_loader(dataset, sampler, batch_per_worker, *, aspect_ratio_grouping, n
 def build_labeled_loader(cfg, records, start_iter: int = 0):
     """Infinite loader of augmented labelled batches (``SOLVER.IMS_PER_BATCH`` in total)."""
     mapper = CytologyDatasetMapper(build_train_augmentations(cfg), cfg.INPUT.FORMAT, True, True)
-    return _loader(cfg, records, mapper, cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH", start_iter)
+    return _loader(
+        cfg, records, mapper, cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH", start_iter
+    )
 
 
 def build_paired_loader(cfg, labeled_records, unlabeled_records, start_iter: int = 0):
@@ -206,7 +209,9 @@ def build_paired_loader(cfg, labeled_records, unlabeled_records, start_iter: int
         read_errors=cfg.DUALALIGN.DATASETS.READ_ERRORS,
     )
     key_u = "DUALALIGN.UNLABELED_IMS_PER_BATCH"
-    unlabeled = _loader(cfg, unlabeled_records, mapper_u, unlabeled_batch_size(cfg), key_u, start_iter)
+    unlabeled = _loader(
+        cfg, unlabeled_records, mapper_u, unlabeled_batch_size(cfg), key_u, start_iter
+    )
     return PairedDataLoader(build_labeled_loader(cfg, labeled_records, start_iter), unlabeled)
 
 

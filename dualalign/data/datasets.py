@@ -3,6 +3,7 @@
 Registration is lazy, as in detectron2: the json is parsed and validated (with the same code
 as ``scripts/check_dataset.py``) when a dataset is first used.
 """
+
 import logging
 import os
 
@@ -55,9 +56,7 @@ def register_unlabeled(name: str, source: str, image_root: str = "", check_image
         return
     if name in DatasetCatalog.list():
         raise ValueError(f"dataset name {name!r} is already registered with another source")
-    DatasetCatalog.register(
-        name, lambda: load_unlabeled(source, root, check_images=check_images)
-    )
+    DatasetCatalog.register(name, lambda: load_unlabeled(source, root, check_images=check_images))
     MetadataCatalog.get(name).set(source=source, image_root=root, labeled=False)
 
 

@@ -20,6 +20,7 @@ Not done, on purpose:
   pixel grid. Microscope and WSI exports carry no rotation tag.
 - Alpha is **dropped**, not composited: a transparent pixel keeps its stored colour.
 """
+
 import os
 
 import cv2

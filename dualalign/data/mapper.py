@@ -1,4 +1,5 @@
 """Dataset mapper for labelled and unlabelled images (any bit depth / channel count)."""
+
 import copy
 import logging
 from typing import List, Optional

@@ -1,4 +1,5 @@
 """Labelled-fraction subsets: deterministic by seed, grouped by patient/slide, written to disk."""
+
 import json
 import logging
 import os

@@ -35,6 +35,7 @@ and a stain intensity) and cell scale (x0.8-1.25), plus a focus blur and sensor 
 test splits as PNGs and COCO jsons, deterministically from a seed (each image has its own
 random stream, so an image does not depend on how many others are generated).
 """
+
 import dataclasses
 import json
 import os
@@ -53,8 +54,14 @@ UNLABELED_NEGATIVE_FRACTION = 0.2  # unlabelled patches without any abnormal cel
 ABNORMAL_COUNT_PROBS = (0.3, 0.27, 0.2, 0.13, 0.1)  # P(1..5 abnormal cells in a patch)
 CLASS_PROBS = (0.3, 0.25, 0.25, 0.2)  # P(class) of each abnormal cell, in CLASS_NAMES order
 MIMIC_RANGE = (4, 12)  # inclusive range of normal cells / mimics per patch
-MIMIC_KINDS = ("superficial", "intermediate", "reactive", "metaplastic", "neutrophils",
-               "endocervical")
+MIMIC_KINDS = (
+    "superficial",
+    "intermediate",
+    "reactive",
+    "metaplastic",
+    "neutrophils",
+    "endocervical",
+)
 MIMIC_PROBS = (0.32, 0.3, 0.1, 0.1, 0.15, 0.03)
 
 # RGB colour of each stain at unit density (before per-patch variation).
@@ -139,16 +146,20 @@ def make_palette(rng: np.random.Generator, variation: bool) -> Palette:
     if variation:
         nuc = names.index("nucleus")
         cyto = [i for i in range(len(names)) if i != nuc]
-        colours[cyto] = _shift_hsv(colours[cyto], rng.uniform(-14, 14), rng.uniform(0.75, 1.3),
-                                   rng.uniform(0.96, 1.04))
-        colours[[nuc]] = _shift_hsv(colours[[nuc]], rng.uniform(-12, 12), rng.uniform(0.8, 1.2),
-                                    rng.uniform(0.85, 1.12))
-        background = _shift_hsv(background[None], rng.uniform(-30, 30), rng.uniform(0.6, 1.8),
-                                rng.uniform(0.96, 1.02))[0]
+        colours[cyto] = _shift_hsv(
+            colours[cyto], rng.uniform(-14, 14), rng.uniform(0.75, 1.3), rng.uniform(0.96, 1.04)
+        )
+        colours[[nuc]] = _shift_hsv(
+            colours[[nuc]], rng.uniform(-12, 12), rng.uniform(0.8, 1.2), rng.uniform(0.85, 1.12)
+        )
+        background = _shift_hsv(
+            background[None], rng.uniform(-30, 30), rng.uniform(0.6, 1.8), rng.uniform(0.96, 1.02)
+        )[0]
         intensity = rng.uniform(0.8, 1.2)
     od = -np.log(np.clip(colours, 1.0, 255.0) / 255.0) * intensity
-    return Palette(od={n: od[i].astype(np.float32) for i, n in enumerate(names)},
-                   background=background)
+    return Palette(
+        od={n: od[i].astype(np.float32) for i, n in enumerate(names)}, background=background
+    )
 
 
 def _abnormal_spec(rng: np.random.Generator, category_id: int, s: float) -> CellSpec:
@@ -170,8 +181,9 @@ def _abnormal_spec(rng: np.random.Generator, category_id: int, s: float) -> Cell
     return CellSpec(kind, 0.0, 0.0, radius * s, nucleus * s, category_id, count)
 
 
-def _mimic_spec(rng: np.random.Generator, kind: str, s: float, size: int,
-                abnormal: Sequence[CellSpec]) -> CellSpec:
+def _mimic_spec(
+    rng: np.random.Generator, kind: str, s: float, size: int, abnormal: Sequence[CellSpec]
+) -> CellSpec:
     """A normal cell / look-alike of ``kind`` anywhere on (or slightly off) the patch.
 
     It may overlap abnormal cells, but not cover one centre on centre.
@@ -210,8 +222,12 @@ def _place(rng: np.random.Generator, cell: CellSpec, placed: Sequence[CellSpec],
     cell.cx, cell.cy = float(cx), float(cy)
 
 
-def plan_patch(rng: np.random.Generator, image_size: int = 256, variation: bool = True,
-               num_abnormal: Optional[int] = None) -> PatchPlan:
+def plan_patch(
+    rng: np.random.Generator,
+    image_size: int = 256,
+    variation: bool = True,
+    num_abnormal: Optional[int] = None,
+) -> PatchPlan:
     """Choose the palette, scale and cells (kind, size, position) of a patch.
 
     Args:
@@ -303,8 +319,17 @@ def _rim(mask: np.ndarray) -> np.ndarray:
     return 4.0 * mask * (1.0 - mask)
 
 
-def _blob(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float, angle: float,
-          irregularity: float = 0.0, harmonics: int = 3, n: int = 32) -> np.ndarray:
+def _blob(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    angle: float,
+    irregularity: float = 0.0,
+    harmonics: int = 3,
+    n: int = 32,
+) -> np.ndarray:
     """Smooth closed contour: an ellipse whose radius wobbles by random Fourier harmonics."""
     theta = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     r = np.ones(n)
@@ -315,8 +340,16 @@ def _blob(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float, 
     return _transform(r * rx * np.cos(theta), r * ry * np.sin(theta), cx, cy, angle)
 
 
-def _angular(rng: np.random.Generator, cx: float, cy: float, radius: float, aspect: float,
-             angle: float, vertices: int, jitter: float = 0.12) -> np.ndarray:
+def _angular(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    radius: float,
+    aspect: float,
+    angle: float,
+    vertices: int,
+    jitter: float = 0.12,
+) -> np.ndarray:
     """Polygon with a few jittered vertices: the flat, angular outline of squamous cells."""
     step = 2 * np.pi / vertices
     theta = np.arange(vertices) * step + rng.uniform(-0.3, 0.3, vertices) * step
@@ -329,8 +362,9 @@ def _angular(rng: np.random.Generator, cx: float, cy: float, radius: float, aspe
     return _transform(pts[:, 0], pts[:, 1], cx, cy, angle)
 
 
-def _superellipse(cx: float, cy: float, rx: float, ry: float, angle: float,
-                  power: float = 4.0, n: int = 28) -> np.ndarray:
+def _superellipse(
+    cx: float, cy: float, rx: float, ry: float, angle: float, power: float = 4.0, n: int = 28
+) -> np.ndarray:
     """Rounded rectangle (a superellipse): the outline of a columnar cell."""
     theta = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     c, s = np.cos(theta), np.sin(theta)
@@ -350,8 +384,12 @@ def _box_of(mask: np.ndarray, roi: Roi, threshold: float = 0.25) -> Optional[Roi
     rows = np.flatnonzero(mask.max(axis=1) > threshold)
     if cols.size == 0 or rows.size == 0:
         return None
-    return (roi[0] + int(cols[0]), roi[1] + int(rows[0]),
-            roi[0] + int(cols[-1]) + 1, roi[1] + int(rows[-1]) + 1)
+    return (
+        roi[0] + int(cols[0]),
+        roi[1] + int(rows[0]),
+        roi[0] + int(cols[-1]) + 1,
+        roi[1] + int(rows[-1]) + 1,
+    )
 
 
 def _union(a: Optional[Roi], b: Optional[Roi]) -> Optional[Roi]:
@@ -368,8 +406,9 @@ class _Nucleus:
     grain: float  # texture grain (blur sigma) in px
 
 
-def _paint_nucleus(canvas: _Canvas, rng: np.random.Generator, nuc: _Nucleus, s: float,
-                   od: np.ndarray):
+def _paint_nucleus(
+    canvas: _Canvas, rng: np.random.Generator, nuc: _Nucleus, s: float, od: np.ndarray
+):
     roi = canvas.roi(nuc.pts, 2 * s + 2)
     if roi is None:
         return
@@ -379,17 +418,28 @@ def _paint_nucleus(canvas: _Canvas, rng: np.random.Generator, nuc: _Nucleus, s: 
     canvas.add(roi, np.maximum(density, 0.0) * nuc.density, od)
 
 
-def _paint_cell(canvas: _Canvas, rng: np.random.Generator, s: float, cyto: np.ndarray,
-                cyto_od: np.ndarray, cyto_density: float, nuclei: Sequence[_Nucleus],
-                nucleus_od: np.ndarray, halo: Optional[np.ndarray] = None,
-                fold: bool = False) -> Optional[Roi]:
+def _paint_cell(
+    canvas: _Canvas,
+    rng: np.random.Generator,
+    s: float,
+    cyto: np.ndarray,
+    cyto_od: np.ndarray,
+    cyto_density: float,
+    nuclei: Sequence[_Nucleus],
+    nucleus_od: np.ndarray,
+    halo: Optional[np.ndarray] = None,
+    fold: bool = False,
+) -> Optional[Roi]:
     """Paint a cell (cytoplasm, optional koilocytic halo, nuclei); return its visible box."""
     roi = canvas.roi(cyto, 3 * s + 2)
     box = None
     if roi is not None:
         mask = _soft_mask(cyto, roi, 0.7 * np.sqrt(s))
-        texture = (1.0 + 0.25 * _low_freq(rng, mask.shape, 5)
-                   + 0.08 * _granular(rng, mask.shape, 0.6 * np.sqrt(s)))
+        texture = (
+            1.0
+            + 0.25 * _low_freq(rng, mask.shape, 5)
+            + 0.08 * _granular(rng, mask.shape, 0.6 * np.sqrt(s))
+        )
         density = mask * texture + 0.35 * _rim(mask)
         if halo is not None:  # cleared perinuclear zone with a condensed rim
             clear = _soft_mask(halo, roi, 0.5 * np.sqrt(s))
@@ -435,21 +485,42 @@ def _draw_squamous(canvas, rng, cell: CellSpec, pal: Palette, s: float) -> Optio
         stain = _squamous_stain(rng, (0.8, 0.15, 0.05))
         density, irregular, chromatin, grain = rng.uniform(0.7, 0.92), 0.03, 0.28, 0.5
     aspect = rng.uniform(0.75 if kind == "ASC-US" else 0.65, 1.0)
-    cyto = _angular(rng, cell.cx, cell.cy, cell.radius, aspect, rng.uniform(0, np.pi),
-                    int(rng.integers(5, 9)))
+    cyto = _angular(
+        rng, cell.cx, cell.cy, cell.radius, aspect, rng.uniform(0, np.pi), int(rng.integers(5, 9))
+    )
     nx, ny = _nucleus_offset(rng, cell)
     rn = cell.nucleus_radius
-    nucleus = _Nucleus(_blob(rng, nx, ny, rn, rn * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi),
-                             irregular, 3, 24), density, chromatin, grain * s)
-    return _paint_cell(canvas, rng, s, cyto, pal.od[stain], rng.uniform(0.5, 0.85), [nucleus],
-                       pal.od["nucleus"], fold=rng.random() < 0.25)
+    nucleus = _Nucleus(
+        _blob(rng, nx, ny, rn, rn * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi), irregular, 3, 24),
+        density,
+        chromatin,
+        grain * s,
+    )
+    return _paint_cell(
+        canvas,
+        rng,
+        s,
+        cyto,
+        pal.od[stain],
+        rng.uniform(0.5, 0.85),
+        [nucleus],
+        pal.od["nucleus"],
+        fold=rng.random() < 0.25,
+    )
 
 
 def _draw_lsil(canvas, rng, cell: CellSpec, pal: Palette, s: float) -> Optional[Roi]:
     """LSIL: enlarged dark nucleus (binucleate ~30%) inside a koilocytic halo."""
     stain = _squamous_stain(rng, (0.6, 0.3, 0.1))
-    cyto = _angular(rng, cell.cx, cell.cy, cell.radius, rng.uniform(0.7, 1.0),
-                    rng.uniform(0, np.pi), int(rng.integers(5, 9)))
+    cyto = _angular(
+        rng,
+        cell.cx,
+        cell.cy,
+        cell.radius,
+        rng.uniform(0.7, 1.0),
+        rng.uniform(0, np.pi),
+        int(rng.integers(5, 9)),
+    )
     nx, ny = _nucleus_offset(rng, cell, 0.15)
     rn, angle = cell.nucleus_radius, rng.uniform(0, np.pi)
     binucleate = rng.random() < 0.3
@@ -458,32 +529,90 @@ def _draw_lsil(canvas, rng, cell: CellSpec, pal: Palette, s: float) -> Optional[
         rn *= 0.8
         dx, dy = 0.95 * rn * np.cos(angle), 0.95 * rn * np.sin(angle)
         centres = [(nx - dx, ny - dy), (nx + dx, ny + dy)]
-    nuclei = [_Nucleus(_blob(rng, x, y, rn, rn * rng.uniform(0.75, 0.95), rng.uniform(0, np.pi),
-                             0.08, 4, 28), rng.uniform(1.05, 1.35), 0.3, 0.6 * s)
-              for x, y in centres]
+    nuclei = [
+        _Nucleus(
+            _blob(rng, x, y, rn, rn * rng.uniform(0.75, 0.95), rng.uniform(0, np.pi), 0.08, 4, 28),
+            rng.uniform(1.05, 1.35),
+            0.3,
+            0.6 * s,
+        )
+        for x, y in centres
+    ]
     halo_r = min(rn * rng.uniform(1.9, 2.6), 0.8 * cell.radius)
-    halo = _blob(rng, nx, ny, halo_r * (1.3 if binucleate else 1.0), halo_r * rng.uniform(0.8, 1.0),
-                 angle, 0.1, 4, 32)
-    return _paint_cell(canvas, rng, s, cyto, pal.od[stain], rng.uniform(0.6, 0.95), nuclei,
-                       pal.od["nucleus"], halo=halo)
+    halo = _blob(
+        rng,
+        nx,
+        ny,
+        halo_r * (1.3 if binucleate else 1.0),
+        halo_r * rng.uniform(0.8, 1.0),
+        angle,
+        0.1,
+        4,
+        32,
+    )
+    return _paint_cell(
+        canvas,
+        rng,
+        s,
+        cyto,
+        pal.od[stain],
+        rng.uniform(0.6, 0.95),
+        nuclei,
+        pal.od["nucleus"],
+        halo=halo,
+    )
 
 
 def _draw_round_cell(canvas, rng, cell: CellSpec, pal: Palette, s: float) -> Optional[Roi]:
     """HSIL (dark, jagged nucleus filling the cell) or a normal metaplastic cell."""
     hsil = cell.kind == "HSIL"
-    cyto = _blob(rng, cell.cx, cell.cy, cell.radius, cell.radius * rng.uniform(0.8, 1.0),
-                 rng.uniform(0, np.pi), 0.08, 3, 32)
+    cyto = _blob(
+        rng,
+        cell.cx,
+        cell.cy,
+        cell.radius,
+        cell.radius * rng.uniform(0.8, 1.0),
+        rng.uniform(0, np.pi),
+        0.08,
+        3,
+        32,
+    )
     nx, ny = _nucleus_offset(rng, cell, 0.12 if hsil else 0.25)
     rn = cell.nucleus_radius
     if hsil:
-        nucleus = _Nucleus(_blob(rng, nx, ny, rn, rn * rng.uniform(0.75, 0.95),
-                                 rng.uniform(0, np.pi), rng.uniform(0.12, 0.22), 7, 48),
-                           rng.uniform(1.3, 1.7), 0.45, 0.7 * s)
+        nucleus = _Nucleus(
+            _blob(
+                rng,
+                nx,
+                ny,
+                rn,
+                rn * rng.uniform(0.75, 0.95),
+                rng.uniform(0, np.pi),
+                rng.uniform(0.12, 0.22),
+                7,
+                48,
+            ),
+            rng.uniform(1.3, 1.7),
+            0.45,
+            0.7 * s,
+        )
     else:
-        nucleus = _Nucleus(_blob(rng, nx, ny, rn, rn * rng.uniform(0.85, 1.0), 0.0, 0.03, 3, 24),
-                           rng.uniform(0.75, 0.95), 0.25, 0.5 * s)
-    return _paint_cell(canvas, rng, s, cyto, pal.od["metaplastic"], rng.uniform(0.8, 1.1),
-                       [nucleus], pal.od["nucleus"])
+        nucleus = _Nucleus(
+            _blob(rng, nx, ny, rn, rn * rng.uniform(0.85, 1.0), 0.0, 0.03, 3, 24),
+            rng.uniform(0.75, 0.95),
+            0.25,
+            0.5 * s,
+        )
+    return _paint_cell(
+        canvas,
+        rng,
+        s,
+        cyto,
+        pal.od["metaplastic"],
+        rng.uniform(0.8, 1.1),
+        [nucleus],
+        pal.od["nucleus"],
+    )
 
 
 def _draw_columnar(canvas, rng, cell: CellSpec, pal: Palette, s: float) -> Optional[Roi]:
@@ -511,10 +640,22 @@ def _draw_columnar(canvas, rng, cell: CellSpec, pal: Palette, s: float) -> Optio
             rx, ry, shift, density, irregular = 0.13 * ln, 0.3 * width, 0.3 * ln, 0.75, 0.02
         d = np.array([np.cos(tilt), np.sin(tilt)])
         nc = c + shift * d
-        nucleus = _Nucleus(_blob(rng, nc[0], nc[1], rx, ry, tilt, irregular, 3, 24), density,
-                           0.3, 0.5 * s)
-        box = _union(box, _paint_cell(canvas, rng, s, cyto, pal.od["glandular"], cyto_density,
-                                      [nucleus], pal.od["nucleus"]))
+        nucleus = _Nucleus(
+            _blob(rng, nc[0], nc[1], rx, ry, tilt, irregular, 3, 24), density, 0.3, 0.5 * s
+        )
+        box = _union(
+            box,
+            _paint_cell(
+                canvas,
+                rng,
+                s,
+                cyto,
+                pal.od["glandular"],
+                cyto_density,
+                [nucleus],
+                pal.od["nucleus"],
+            ),
+        )
     return box
 
 
@@ -523,19 +664,51 @@ def _draw_neutrophils(canvas, rng, cell: CellSpec, pal: Palette, s: float) -> Op
     for _ in range(cell.count):
         d, a = rng.uniform(0, cell.radius), rng.uniform(0, 2 * np.pi)
         cx, cy = cell.cx + d * np.cos(a), cell.cy + d * np.sin(a)
-        cyto = _blob(rng, cx, cy, rng.uniform(4.8, 6.0) * s, rng.uniform(4.3, 5.5) * s,
-                     rng.uniform(0, np.pi), 0.05, 2, 20)
+        cyto = _blob(
+            rng,
+            cx,
+            cy,
+            rng.uniform(4.8, 6.0) * s,
+            rng.uniform(4.3, 5.5) * s,
+            rng.uniform(0, np.pi),
+            0.05,
+            2,
+            20,
+        )
         lobes, start = int(rng.integers(2, 5)), rng.uniform(0, 2 * np.pi)
         nuclei = []
         for k in range(lobes):
             rl = cell.nucleus_radius * rng.uniform(0.85, 1.15)
             ang = start + k * 2 * np.pi / lobes + rng.uniform(-0.3, 0.3)
             dist = rl * rng.uniform(0.9, 1.3)
-            nuclei.append(_Nucleus(_blob(rng, cx + dist * np.cos(ang), cy + dist * np.sin(ang),
-                                         rl, rl * 0.85, ang, 0.05, 2, 16),
-                                   rng.uniform(1.2, 1.6), 0.1, 0.4 * s))
-        _paint_cell(canvas, rng, s, cyto, pal.od["neutrophil_cyto"], rng.uniform(0.4, 0.7),
-                    nuclei, pal.od["nucleus"])
+            nuclei.append(
+                _Nucleus(
+                    _blob(
+                        rng,
+                        cx + dist * np.cos(ang),
+                        cy + dist * np.sin(ang),
+                        rl,
+                        rl * 0.85,
+                        ang,
+                        0.05,
+                        2,
+                        16,
+                    ),
+                    rng.uniform(1.2, 1.6),
+                    0.1,
+                    0.4 * s,
+                )
+            )
+        _paint_cell(
+            canvas,
+            rng,
+            s,
+            cyto,
+            pal.od["neutrophil_cyto"],
+            rng.uniform(0.4, 0.7),
+            nuclei,
+            pal.od["nucleus"],
+        )
     return None
 
 
@@ -560,14 +733,26 @@ def _draw_debris(canvas: _Canvas, rng: np.random.Generator, pal: Palette, s: flo
     for _ in range(int(rng.integers(0, 3))):
         pts = np.cumsum(rng.normal(0, 40 * s, (int(rng.integers(3, 7)), 2)), axis=0)
         pts += rng.uniform(0, size, 2)
-        cv2.polylines(layer, [np.round(pts).astype(np.int32)], False, 0.12,
-                      max(1, int(round(rng.uniform(2, 6) * s))), cv2.LINE_AA)
+        cv2.polylines(
+            layer,
+            [np.round(pts).astype(np.int32)],
+            False,
+            0.12,
+            max(1, int(round(rng.uniform(2, 6) * s))),
+            cv2.LINE_AA,
+        )
     layer = cv2.GaussianBlur(layer, (0, 0), 2.0 * s)
     canvas.add((0, 0, size, size), layer, pal.od["cyanophilic"])
     specks = np.zeros((size, size), np.float32)
     for x, y, r in rng.uniform(0, 1, (int(rng.integers(0, 12)), 3)):
-        cv2.circle(specks, (int(x * size), int(y * size)), max(1, int(round((0.5 + r) * s))),
-                   0.3, -1, cv2.LINE_AA)
+        cv2.circle(
+            specks,
+            (int(x * size), int(y * size)),
+            max(1, int(round((0.5 + r) * s))),
+            0.3,
+            -1,
+            cv2.LINE_AA,
+        )
     canvas.add((0, 0, size, size), cv2.GaussianBlur(specks, (0, 0), 0.8 * s), pal.od["nucleus"])
 
 
@@ -582,8 +767,12 @@ def draw_patch(rng: np.random.Generator, plan: PatchPlan) -> Tuple[np.ndarray, L
         if cell.category_id and box is not None:
             x0, y0, x1, y1 = box
             if x1 - x0 >= min_box and y1 - y0 >= min_box:
-                annotations.append({"category_id": cell.category_id,
-                                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]})
+                annotations.append(
+                    {
+                        "category_id": cell.category_id,
+                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    }
+                )
     _draw_debris(canvas, rng, plan.palette, s)
     light = 1.0 + 0.03 * _low_freq(rng, (size, size), 3)
     image = plan.palette.background[None, None, :] * light[:, :, None] * np.exp(-canvas.od)
@@ -592,8 +781,12 @@ def draw_patch(rng: np.random.Generator, plan: PatchPlan) -> Tuple[np.ndarray, L
     return np.clip(np.round(image), 0, 255).astype(np.uint8), annotations
 
 
-def render_patch(rng: np.random.Generator, image_size: int = 256, variation: bool = True,
-                 num_abnormal: Optional[int] = None) -> Tuple[np.ndarray, List[dict]]:
+def render_patch(
+    rng: np.random.Generator,
+    image_size: int = 256,
+    variation: bool = True,
+    num_abnormal: Optional[int] = None,
+) -> Tuple[np.ndarray, List[dict]]:
     """Render one synthetic Pap-smear patch.
 
     Args:
@@ -629,13 +822,17 @@ def _atomic_write_json(path: str, obj) -> None:
 
 def _coco(split: str, images: List[dict], annotations: List[dict], seed: int) -> dict:
     return {
-        "info": {"description": f"dualalign synthetic Pap-smear patches, split {split}",
-                 "version": str(GENERATOR_VERSION), "seed": seed},
+        "info": {
+            "description": f"dualalign synthetic Pap-smear patches, split {split}",
+            "version": str(GENERATOR_VERSION),
+            "seed": seed,
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "abnormal"}
-                       for i, n in enumerate(CLASS_NAMES)],
+        "categories": [
+            {"id": i + 1, "name": n, "supercategory": "abnormal"} for i, n in enumerate(CLASS_NAMES)
+        ],
     }
 
 
@@ -658,17 +855,27 @@ def _is_complete(out_dir: str, params: dict, paths: Dict[str, str]) -> bool:
             path = os.path.join(out_dir, f"{split}.json")
             with open(path) as f:
                 images = json.load(f)["images"]
-            if not all(os.path.isfile(os.path.join(paths["image_root"], im["file_name"]))
-                       for im in images):
+            if not all(
+                os.path.isfile(os.path.join(paths["image_root"], im["file_name"])) for im in images
+            ):
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
 
 
-def generate_dataset(out_dir: str, *, seed: int = 0, image_size: int = 256, num_labeled: int = 60,
-                     num_unlabeled: int = 120, num_val: int = 20, num_test: int = 40,
-                     variation: bool = True, num_patients: Optional[int] = None) -> Dict[str, str]:
+def generate_dataset(
+    out_dir: str,
+    *,
+    seed: int = 0,
+    image_size: int = 256,
+    num_labeled: int = 60,
+    num_unlabeled: int = 120,
+    num_val: int = 20,
+    num_test: int = 40,
+    variation: bool = True,
+    num_patients: Optional[int] = None,
+) -> Dict[str, str]:
     """Write the synthetic data set (PNGs and COCO jsons) under ``out_dir``.
 
     Layout: ``images/<split>/NNNNNN.png``, ``labeled.json``, ``unlabeled.json`` (images only),
@@ -690,15 +897,20 @@ def generate_dataset(out_dir: str, *, seed: int = 0, image_size: int = 256, num_
         If ``manifest.json`` records the same parameters and all files exist, nothing is
         rewritten.
     """
-    counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val,
-              "test": num_test}
+    counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val, "test": num_test}
     if min(counts.values()) < 0 or image_size < 32:
-        raise ValueError(f"image counts must be >= 0 and image_size >= 32, got {counts}, "
-                         f"image_size={image_size}")
-    params = {"generator_version": GENERATOR_VERSION, "seed": int(seed),
-              "image_size": int(image_size), **{k: int(v) for k, v in counts.items()},
-              "variation": bool(variation),
-              "num_patients": None if num_patients is None else int(num_patients)}
+        raise ValueError(
+            f"image counts must be >= 0 and image_size >= 32, got {counts}, "
+            f"image_size={image_size}"
+        )
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "image_size": int(image_size),
+        **{k: int(v) for k, v in counts.items()},
+        "variation": bool(variation),
+        "num_patients": None if num_patients is None else int(num_patients),
+    }
     image_root = os.path.join(out_dir, "images")
     paths = {split: os.path.join(out_dir, f"{split}.json") for split in SPLITS}
     paths["image_root"] = image_root
@@ -725,24 +937,41 @@ def generate_dataset(out_dir: str, *, seed: int = 0, image_size: int = 256, num_
                 num_abnormal = 0
             image, anns = render_patch(rng, image_size, variation, num_abnormal)
             file_name = f"{split}/{i:06d}.png"
-            if not cv2.imwrite(os.path.join(image_root, file_name),
-                               cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            if not cv2.imwrite(
+                os.path.join(image_root, file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            ):
                 raise OSError(f"could not write {os.path.join(image_root, file_name)}")
-            images.append({"id": i + 1, "file_name": file_name, "width": image_size,
-                           "height": image_size,
-                           "patient_id": f"P{first_patient + i * k // n:04d}"})
+            images.append(
+                {
+                    "id": i + 1,
+                    "file_name": file_name,
+                    "width": image_size,
+                    "height": image_size,
+                    "patient_id": f"P{first_patient + i * k // n:04d}",
+                }
+            )
             for ann in anns:
                 x, y, w, h = ann["bbox"]
-                annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                    "category_id": ann["category_id"], "bbox": ann["bbox"],
-                                    "area": w * h, "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i + 1,
+                        "category_id": ann["category_id"],
+                        "bbox": ann["bbox"],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
         first_patient += k
         if split == "unlabeled":
-            _atomic_write_json(os.path.join(out_dir, "unlabeled_with_gt.json"),
-                               _coco(split, images, annotations, seed))
+            _atomic_write_json(
+                os.path.join(out_dir, "unlabeled_with_gt.json"),
+                _coco(split, images, annotations, seed),
+            )
             annotations = []
         _atomic_write_json(paths[split], _coco(split, images, annotations, seed))
-    _atomic_write_json(manifest, {"params": params,
-                                  "files": {k: os.path.relpath(v, out_dir)
-                                            for k, v in paths.items()}})
+    _atomic_write_json(
+        manifest,
+        {"params": params, "files": {k: os.path.relpath(v, out_dir) for k, v in paths.items()}},
+    )
     return paths

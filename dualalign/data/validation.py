@@ -28,6 +28,7 @@ image size differs from the json            error (``check_images`` "header" or 
 truncated / undecodable image               error (``check_images="full"``)
 ==========================================  =============================================
 """
+
 import json
 import logging
 import math
@@ -111,14 +112,18 @@ def load_coco_detection(json_file, image_root, *, check_images="header", dataset
     data = _read_json(json_file, src)
     if not isinstance(data, dict):
         raise DatasetError(
-            src, None, f"the top level is a JSON {type(data).__name__}, not an object",
+            src,
+            None,
+            f"the top level is a JSON {type(data).__name__}, not an object",
             "a COCO file is an object with 'images', 'annotations' and 'categories' lists",
         )
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             problem = f"'{key}' is not a list" if key in data else f"has no '{key}' key"
             raise DatasetError(
-                src, None, problem,
+                src,
+                None,
+                problem,
                 "a COCO detection file needs 'images', 'annotations' and 'categories' lists",
             )
     thing_classes, id_map = _parse_categories(data["categories"], src)
@@ -136,7 +141,10 @@ def load_coco_detection(json_file, image_root, *, check_images="header", dataset
     if num_clipped:
         logger.warning(
             "%s: %d %s partly outside their image and clipped to it (first: %s)",
-            src, num_clipped, "box was" if num_clipped == 1 else "boxes were", first_clipped,
+            src,
+            num_clipped,
+            "box was" if num_clipped == 1 else "boxes were",
+            first_clipped,
         )
     meta = {
         "thing_classes": thing_classes,
@@ -286,9 +294,7 @@ def _is_int(value):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _read_json(json_file, src):
@@ -321,25 +327,32 @@ def _parse_categories(categories, src):
     """Return ``(thing_classes, dataset id -> contiguous id)``; ids sorted, any integers."""
     if not categories:
         raise DatasetError(
-            src, None, "declares no categories",
-            "list the classes under 'categories', e.g. [{\"id\": 1, \"name\": \"NILM\"}]",
+            src,
+            None,
+            "declares no categories",
+            'list the classes under \'categories\', e.g. [{"id": 1, "name": "NILM"}]',
         )
     names = {}
     for i, cat in enumerate(categories):
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise DatasetError(
-                src, f"category #{i}", "lacks 'id' or 'name'",
+                src,
+                f"category #{i}",
+                "lacks 'id' or 'name'",
                 "each category needs an integer 'id' and a 'name'",
             )
         cid = cat["id"]
         if not _is_int(cid):
             raise DatasetError(
-                src, f"category #{i}", f"has id {cid!r}, not an integer",
+                src,
+                f"category #{i}",
+                f"has id {cid!r}, not an integer",
                 "category ids must be integers",
             )
         if cid in names:
             raise DatasetError(
-                src, f"category {cid}",
+                src,
+                f"category {cid}",
                 f"is declared twice ({names[cid]!r} and {cat['name']!r})",
                 "give each category a unique id",
             )
@@ -351,7 +364,9 @@ def _parse_categories(categories, src):
 def _parse_images(images, image_root, src):
     if not images:
         raise DatasetError(
-            src, None, "contains no images",
+            src,
+            None,
+            "contains no images",
             "export at least one image (an image without boxes is allowed)",
         )
     records, seen = [], {}
@@ -362,7 +377,9 @@ def _parse_images(images, image_root, src):
         missing = [k for k in _IMAGE_KEYS if k not in img]
         if missing:
             raise DatasetError(
-                src, label, f"lacks {', '.join(repr(k) for k in missing)}",
+                src,
+                label,
+                f"lacks {', '.join(repr(k) for k in missing)}",
                 "each image needs 'id', 'file_name', 'width' and 'height'",
             )
         iid, name = img["id"], img["file_name"]
@@ -372,7 +389,9 @@ def _parse_images(images, image_root, src):
             )
         if iid in seen:
             raise DatasetError(
-                src, f"image id {iid!r}", f"is used twice ({seen[iid]} and {name})",
+                src,
+                f"image id {iid!r}",
+                f"is used twice ({seen[iid]} and {name})",
                 "image ids must be unique; renumber the images and their annotations' image_id",
             )
         seen[iid] = name
@@ -383,7 +402,9 @@ def _parse_images(images, image_root, src):
         for key in ("width", "height"):
             if not _is_int(img[key]) or img[key] <= 0:
                 raise DatasetError(
-                    src, f"image {name}", f"has {key} {img[key]!r}",
+                    src,
+                    f"image {name}",
+                    f"has {key} {img[key]!r}",
                     "width and height must be positive integers (the image's size in pixels)",
                 )
         record = {
@@ -413,7 +434,9 @@ def _parse_annotations(annotations, by_id, id_map, thing_classes, src):
         missing = [k for k in _ANNOTATION_KEYS if k not in ann]
         if missing:
             raise DatasetError(
-                src, label, f"lacks {', '.join(repr(k) for k in missing)}",
+                src,
+                label,
+                f"lacks {', '.join(repr(k) for k in missing)}",
                 "each annotation needs 'id', 'image_id', 'category_id' and 'bbox' "
                 "[x, y, width, height]",
             )
@@ -424,21 +447,27 @@ def _parse_annotations(annotations, by_id, id_map, thing_classes, src):
             )
         if aid in seen:
             raise DatasetError(
-                src, label, f"id is used twice (annotations #{seen[aid]} and #{i} in the list)",
+                src,
+                label,
+                f"id is used twice (annotations #{seen[aid]} and #{i} in the list)",
                 "annotation ids must be unique; renumber the annotations",
             )
         seen[aid] = i
         iid = ann["image_id"]
         if not (_is_int(iid) or isinstance(iid, str)) or iid not in by_id:
             raise DatasetError(
-                src, label, f"refers to image_id {iid!r}, which is not in 'images'",
+                src,
+                label,
+                f"refers to image_id {iid!r}, which is not in 'images'",
                 "add the image to 'images' or remove the annotation",
             )
         cid = ann["category_id"]
         if not _is_int(cid) or cid not in id_map:
             declared = ", ".join(f"{c} ({thing_classes[j]})" for c, j in id_map.items())
             raise DatasetError(
-                src, label, f"has category_id {cid!r}, which is not declared in 'categories'",
+                src,
+                label,
+                f"has category_id {cid!r}, which is not declared in 'categories'",
                 f"declared ids are {declared}; add the category or fix the annotation",
             )
         if ann.get("iscrowd", 0):
@@ -461,7 +490,9 @@ def _check_box(bbox, record, label, src):
     """Validate one COCO ``[x, y, w, h]`` box; return ``(box clipped to the image, clipped)``."""
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(map(_is_number, bbox)):
         raise DatasetError(
-            src, label, f"has bbox {bbox!r}, not 4 numbers [x, y, width, height]",
+            src,
+            label,
+            f"has bbox {bbox!r}, not 4 numbers [x, y, width, height]",
             "write boxes in COCO format: [x, y, width, height] in pixels",
         )
     for key, value in zip(("x", "y", "width", "height"), bbox):
@@ -473,14 +504,17 @@ def _check_box(bbox, record, label, src):
     for key, value in (("width", w), ("height", h)):
         if value <= 0:
             raise DatasetError(
-                src, label, f"has bbox {key} {value:g}",
+                src,
+                label,
+                f"has bbox {key} {value:g}",
                 "boxes must have positive width and height",
             )
     width, height = record["width"], record["height"]
     x1, y1 = x + w, y + h
     if x >= width or y >= height or x1 <= 0 or y1 <= 0:
         raise DatasetError(
-            src, label,
+            src,
+            label,
             f"has bbox {list(bbox)} wholly outside its image {record['_name']} "
             f"({width}x{height})",
             "boxes are absolute pixels [x, y, width, height] of their own image; "
@@ -514,7 +548,9 @@ def _records_from_json(json_file, image_root):
     data = _read_json(json_file, json_file)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(
-            json_file, None, "has no 'images' list",
+            json_file,
+            None,
+            "has no 'images' list",
             "an unlabelled json is a COCO file whose 'images' entries have a 'file_name'",
         )
     base = _base_dir(json_file, image_root)
@@ -523,18 +559,24 @@ def _records_from_json(json_file, image_root):
         name = img.get("file_name") if isinstance(img, dict) else None
         if not isinstance(name, str) or not name:
             raise DatasetError(
-                json_file, f"image #{i}", "has no 'file_name'",
+                json_file,
+                f"image #{i}",
+                "has no 'file_name'",
                 "each image needs a 'file_name' (relative to the image root)",
             )
         iid = img.get("id", name)
         if not (_is_int(iid) or isinstance(iid, str)):
             raise DatasetError(
-                json_file, f"image {name}", f"has id {iid!r}",
+                json_file,
+                f"image {name}",
+                f"has id {iid!r}",
                 "image ids must be integers or strings",
             )
         if iid in seen:
             raise DatasetError(
-                json_file, f"image id {iid!r}", f"is used twice ({seen[iid]} and {name})",
+                json_file,
+                f"image id {iid!r}",
+                f"is used twice ({seen[iid]} and {name})",
                 "image ids must be unique",
             )
         seen[iid] = name
@@ -542,7 +584,9 @@ def _records_from_json(json_file, image_root):
         for key, value in zip(("height", "width"), size):
             if value is not None and (not _is_int(value) or value <= 0):
                 raise DatasetError(
-                    json_file, f"image {name}", f"has {key} {value!r}",
+                    json_file,
+                    f"image {name}",
+                    f"has {key} {value!r}",
                     "width and height must be positive integers, or be left out",
                 )
         if None in size:
@@ -569,7 +613,9 @@ def _records_from_list(list_file, image_root):
             continue
         if path in seen:
             raise DatasetError(
-                list_file, f"line {number}", f"lists {path} again (first on line {seen[path]})",
+                list_file,
+                f"line {number}",
+                f"lists {path} again (first on line {seen[path]})",
                 "remove the duplicate line",
             )
         seen[path] = number
@@ -590,12 +636,14 @@ def _check_files(records, src, check_images, root, fix_missing):
     """Check the image files of ``records`` and fill in unknown sizes (in place)."""
     if check_images == "none":
         return
-    missing = [_display_name(r["file_name"], root) for r in records
-               if not os.path.isfile(r["file_name"])]
+    missing = [
+        _display_name(r["file_name"], root) for r in records if not os.path.isfile(r["file_name"])
+    ]
     if missing:
         more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
         raise DatasetError(
-            src, None,
+            src,
+            None,
             f"{len(missing)} of {len(records)} image files are missing: "
             f"{', '.join(missing[:_MAX_LISTED])}{more}",
             fix_missing,
@@ -610,14 +658,17 @@ def _check_files(records, src, check_images, root, fix_missing):
                 height, width = read_image_size(path)
         except ImageReadError as e:
             raise DatasetError(
-                src, label, f"{e.reason} ({path})",
+                src,
+                label,
+                f"{e.reason} ({path})",
                 "replace the file with a good copy or remove the image from the set",
             ) from None
         if record["height"] is None:
             record["height"], record["width"] = height, width
         elif (height, width) != (record["height"], record["width"]):
             raise DatasetError(
-                src, label,
+                src,
+                label,
                 f"the file is {width}x{height} (width x height) but the json says "
                 f"{record['width']}x{record['height']}",
                 "correct the image's width/height in the json, or replace the file",

@@ -8,6 +8,7 @@
   the user named (``MODEL.WEIGHTS``); a checkpoint is code and must be trusted.
 * ``detectron2://`` model-zoo URLs need internet; when the download fails the error says so.
 """
+
 import logging
 import os
 

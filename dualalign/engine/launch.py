@@ -14,6 +14,7 @@ fails, and every collective times out after ``DUALALIGN_DIST_TIMEOUT_S`` seconds
 which covers a rank that stays alive but stops taking part. (With NCCL, detectron2's extra gloo
 group behind ``comm.all_gather`` / ``comm.gather`` keeps torch's default of 30 minutes.)
 """
+
 import logging
 import os
 from datetime import timedelta
@@ -83,13 +84,15 @@ def _run(main_func, args):
     return result
 
 
-def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, url, args,
-                timeout):
+def _cpu_worker(
+    local_rank, main_func, world_size, procs_per_machine, machine_rank, url, args, timeout
+):
     """One CPU process of a ``--num-gpus N`` run (started by ``mp.spawn``)."""
     _limit_cpu_threads(procs_per_machine)
     rank = machine_rank * procs_per_machine + local_rank
-    dist.init_process_group("gloo", init_method=url, world_size=world_size, rank=rank,
-                            timeout=timeout)
+    dist.init_process_group(
+        "gloo", init_method=url, world_size=world_size, rank=rank, timeout=timeout
+    )
     _setup_local_group(world_size, procs_per_machine, machine_rank, timeout)
     comm.synchronize()
     _run(main_func, args)
@@ -118,8 +121,15 @@ def _launch_torchrun(main_func, num_gpus_per_machine, args, timeout):
     return _run(main_func, args)
 
 
-def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
-           args=(), timeout=None):
+def launch(
+    main_func,
+    num_gpus_per_machine,
+    num_machines=1,
+    machine_rank=0,
+    dist_url=None,
+    args=(),
+    timeout=None,
+):
     """Run ``main_func(*args)`` in every process of the job (see the module docstring).
 
     Args:
@@ -141,8 +151,15 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
     if world_size <= 1:
         return main_func(*args)
     if torch.cuda.is_available():
-        return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url,
-                         args=args, timeout=timeout)
+        return d2_launch(
+            main_func,
+            num_gpus_per_machine,
+            num_machines,
+            machine_rank,
+            dist_url,
+            args=args,
+            timeout=timeout,
+        )
     if dist_url in (None, "auto"):
         if num_machines != 1:
             raise ValueError("--dist-url must name a reachable tcp://HOST:PORT on several machines")

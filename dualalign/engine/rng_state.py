@@ -4,6 +4,7 @@ torch, numpy and Python RNGs drive proposal sampling and (with ``DATALOADER.NUM_
 augmentation. Their states are stored as tensors and plain Python types, so checkpoints still
 load with ``torch.load(weights_only=True)``.
 """
+
 import random
 
 import numpy as np

@@ -6,6 +6,7 @@ itself lives in the model: it names its unsupervised loss terms (``semi_loss_nam
 their weight (``semi_loss_weight(iter)``) and implements ``after_step()``. CSD, Mean Teacher and
 dual alignment share this trainer; supervised training uses it with a labelled-only loader.
 """
+
 import logging
 import time
 from typing import Callable, Dict, Optional

@@ -1,4 +1,5 @@
 """Build and check the config of a run, as ``train_net.py`` and the scripts do."""
+
 import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup

@@ -4,6 +4,7 @@ It overrides only what differs: the inner trainer (``SemiSupervisedTrainer``), t
 the optimizer's proxy param group, the AP10-70 evaluator, the atomic checkpointer and the
 resume position of the samplers. Hooks, writers, LR schedule and evaluation are detectron2's.
 """
+
 import logging
 import weakref
 
@@ -14,8 +15,14 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.build import build_labeled_loader, build_paired_loader, build_test_loader
-from ..data.build import per_worker_batch, training_records, unlabeled_batch_size
+from ..data.build import (
+    build_labeled_loader,
+    build_paired_loader,
+    build_test_loader,
+    per_worker_batch,
+    training_records,
+    unlabeled_batch_size,
+)
 from ..evaluation import RangeAPEvaluator
 from .checkpoint import AtomicCheckpointer
 from .rng_state import RNGState

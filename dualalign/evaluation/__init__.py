@@ -3,6 +3,7 @@
 ``RangeAPEvaluator`` is imported lazily so that the pure functions (and scripts/evaluate.py)
 do not pay for importing torch/detectron2.
 """
+
 from .range_ap import evaluate_coco_range, format_ap_table, parse_iou_range
 
 __all__ = ["RangeAPEvaluator", "evaluate_coco_range", "format_ap_table", "parse_iou_range"]

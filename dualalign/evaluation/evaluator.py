@@ -3,6 +3,7 @@
 The numbers come from :func:`dualalign.evaluation.range_ap.evaluate_coco_range`; this class only
 collects predictions (across processes), builds the ground truth, logs and saves the results.
 """
+
 import itertools
 import json
 import logging

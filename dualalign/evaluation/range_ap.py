@@ -22,6 +22,7 @@ without ground truth get NaN and are excluded from every mean. Then::
 which equals COCO's convention (mean of all valid precision entries). All APs are in percent.
 detectron2's fast COCO eval needs its compiled ``_C`` extension, so only pycocotools is used.
 """
+
 import contextlib
 import copy
 import io

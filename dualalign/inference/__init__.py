@@ -3,6 +3,7 @@
 Used by ``scripts/predict.py`` (detections, overlays, per-slide counts) and
 ``scripts/mine_unlabeled.py`` (the unlabelled pool: tissue patches the detector flags).
 """
+
 from .inputs import expand_inputs, input_kind
 from .predictor import BatchPredictor, resolve_class_names
 from .slide_inference import (

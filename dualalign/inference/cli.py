@@ -1,4 +1,5 @@
 """Command-line pieces shared by ``scripts/predict.py`` and ``scripts/mine_unlabeled.py``."""
+
 import argparse
 import sys
 
@@ -10,6 +11,7 @@ from .predictor import BatchPredictor, CheckpointMismatchError, resolve_class_na
 
 __all__ = [
     "SetupError",
+    "cli_main",
     "add_common_arguments",
     "check_common_arguments",
     "report_error",
@@ -25,38 +27,77 @@ def add_common_arguments(parser: argparse.ArgumentParser, size_flag: str, overla
     """Arguments of both scripts; ``size_flag`` names the tile side (``--tile-size``...)."""
     parser.add_argument("--config-file", required=True, metavar="CFG", help="the model's YAML")
     parser.add_argument(
-        "--weights", required=True, metavar="W.pth",
+        "--weights",
+        required=True,
+        metavar="W.pth",
         help="trained checkpoint (.pth/.pkl); MODEL.WEIGHTS is ignored, since in a training "
         "config it names the ImageNet backbone",
     )
     parser.add_argument(
-        "--input", required=True, nargs="+", metavar="PATH",
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH",
         help="image files, slide files (.svs .ndpi .mrxs .scn .vms .vmu .bif .tif .tiff) or "
         "folders of them (searched recursively)",
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--score-thresh", type=float, default=0.5,
-                        help="keep detections with score >= this (default 0.5)")
-    parser.add_argument(size_flag, type=int, default=None, metavar="PX",
-                        help="tile side in pixels of --level (default INPUT.MIN_SIZE_TEST)")
-    parser.add_argument("--overlap", type=int, default=overlap,
-                        help=f"tile overlap in pixels of --level (default {overlap})")
-    parser.add_argument("--level", type=int, default=0,
-                        help="pyramid level of multi-level slides to run on (default 0)")
+    parser.add_argument(
+        "--score-thresh",
+        type=float,
+        default=0.5,
+        help="keep detections with score >= this (default 0.5)",
+    )
+    parser.add_argument(
+        size_flag,
+        type=int,
+        default=None,
+        metavar="PX",
+        help="tile side in pixels of --level (default INPUT.MIN_SIZE_TEST)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        default=overlap,
+        help=f"tile overlap in pixels of --level (default {overlap})",
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        help="pyramid level of multi-level slides to run on (default 0)",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: MODEL.DEVICE, or the CPU when CUDA is absent")
-    parser.add_argument("--min-tissue", type=float, default=0.05,
-                        help="skip tiles with a smaller tissue fraction; 0 runs every tile")
-    parser.add_argument("--tissue-threshold", type=float, default=None,
-                        help="fixed stain-signal threshold (0-255) of the tissue mask; "
-                        "default Otsu's")
-    parser.add_argument("--classes", type=_name_list, default=None, metavar="A,B,...",
-                        help="comma-separated class names in the model's order (default: the "
-                        "config's DATASETS.TEST categories, else class_<i>)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: MODEL.DEVICE, or the CPU when CUDA is absent",
+    )
+    parser.add_argument(
+        "--min-tissue",
+        type=float,
+        default=0.05,
+        help="skip tiles with a smaller tissue fraction; 0 runs every tile",
+    )
+    parser.add_argument(
+        "--tissue-threshold",
+        type=float,
+        default=None,
+        help="fixed stain-signal threshold (0-255) of the tissue mask; " "default Otsu's",
+    )
+    parser.add_argument(
+        "--classes",
+        type=_name_list,
+        default=None,
+        metavar="A,B,...",
+        help="comma-separated class names in the model's order (default: the "
+        "config's DATASETS.TEST categories, else class_<i>)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides as KEY VALUE pairs")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="config overrides as KEY VALUE pairs"
+    )
 
 
 def _name_list(text: str) -> list:
@@ -109,8 +150,9 @@ def setup_predictor(args: argparse.Namespace, tile_size=None, predictor_factory=
     try:
         cfg = build_cfg(args.config_file, opts, device=args.device)
     except Exception as e:  # detectron2 raises many types for a bad YAML or KEY VALUE pair
-        raise SetupError(f"{args.config_file}: cannot build the config "
-                         f"({type(e).__name__}: {e})") from e
+        raise SetupError(
+            f"{args.config_file}: cannot build the config " f"({type(e).__name__}: {e})"
+        ) from e
     tile_size = int(tile_size or cfg.INPUT.MIN_SIZE_TEST)
     check_common_arguments(args, tile_size)
     cfg = cfg.clone()
@@ -143,3 +185,16 @@ def report_error(path: str, reason: str) -> None:
     """One ``error: <file>: <reason>`` line on stderr, clear of the progress bars."""
     message = reason if reason.startswith(str(path)) else f"{path}: {reason}"
     tqdm.write(f"error: {message}", file=sys.stderr)
+
+
+def cli_main(parse_args, run, argv=None, predictor_factory=None) -> int:
+    """Shared ``main`` of the scripts: exit 2 with a one-line error when the run cannot start.
+
+    ``predictor_factory(cfg, args)`` replaces the model (tests only).
+    """
+    args = parse_args(argv)
+    try:
+        return run(args, predictor_factory)
+    except SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

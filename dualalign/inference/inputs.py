@@ -16,6 +16,7 @@ any other image                                  ``"image"``: one forward pass o
                                                  image, overlay on the image
 ===============================================  ==========================================
 """
+
 import os
 from typing import Iterable, List, Tuple
 
@@ -61,7 +62,8 @@ def expand_inputs(paths: Iterable[str]) -> Tuple[List[str], List[Tuple[str, str]
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(
-                    os.path.join(root, n) for n in sorted(names)
+                    os.path.join(root, n)
+                    for n in sorted(names)
                     if not n.startswith(".") and n.lower().endswith(INPUT_EXTENSIONS)
                 )
             if not found:

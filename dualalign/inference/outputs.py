@@ -3,6 +3,7 @@
 Each file is written to a temp file beside it and renamed into place (``atomic_open``), so a
 crash leaves the previous complete file or none, never a half-written one.
 """
+
 import csv
 import json
 from typing import Iterable, Sequence

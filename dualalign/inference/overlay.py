@@ -1,4 +1,5 @@
 """Detections drawn on an image: one colour per class, a "name score" label per box."""
+
 from typing import Sequence
 
 import cv2
@@ -70,6 +71,14 @@ def draw_detections(
             tx, ty = max(0, p0[0]), max(th + base, p0[1])
             cv2.rectangle(out, (tx, ty - th - base), (tx + tw, ty), colour, -1)
             ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
-            cv2.putText(out, text, (tx, ty - base), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, 1,
-                        cv2.LINE_AA)
+            cv2.putText(
+                out,
+                text,
+                (tx, ty - base),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                font_scale,
+                ink,
+                1,
+                cv2.LINE_AA,
+            )
     return out

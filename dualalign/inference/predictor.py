@@ -5,6 +5,7 @@ pass, it takes RGB arrays (what slide readers return) and converts them to
 ``cfg.INPUT.FORMAT``, and it loads weights with the project's checkpointer
 (``Trainer.build_checkpointer``: safe ``.pth`` loading, clear errors for a missing file).
 """
+
 import json
 import logging
 from typing import List, Optional, Sequence
@@ -63,8 +64,9 @@ class BatchPredictor:
         cfg = cfg.clone()
         cfg.defrost()
         if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-            logger.warning("MODEL.DEVICE is %s but CUDA is not available; using the CPU",
-                           cfg.MODEL.DEVICE)
+            logger.warning(
+                "MODEL.DEVICE is %s but CUDA is not available; using the CPU", cfg.MODEL.DEVICE
+            )
             cfg.MODEL.DEVICE = "cpu"
         cfg.freeze()
         self.cfg = cfg
@@ -103,7 +105,7 @@ class BatchPredictor:
         batch_size = batch_size or self.batch_size
         results = []
         for start in range(0, len(images), batch_size):
-            inputs = [self._to_input(image) for image in images[start:start + batch_size]]
+            inputs = [self._to_input(image) for image in images[start : start + batch_size]]
             outputs = self.model(inputs)
             results.extend(out["instances"].to("cpu") for out in outputs)
         return results
@@ -148,8 +150,11 @@ def load_strict(model, cfg, weights: str) -> None:
     checkpointer.load(weights)
     reshaped = {k for inc in found for k, _, _ in inc.incorrect_shapes}
     missing = [k for inc in found for k in inc.missing_keys if k not in reshaped]
-    shapes = [f"{k} {tuple(a)} in the file, {tuple(b)} in the model"
-              for inc in found for k, a, b in inc.incorrect_shapes]
+    shapes = [
+        f"{k} {tuple(a)} in the file, {tuple(b)} in the model"
+        for inc in found
+        for k, a, b in inc.incorrect_shapes
+    ]
     if missing or shapes:
         parts = []
         if missing:

@@ -16,6 +16,7 @@ Step 4's first half keeps the full box of a border cell even when the cut part i
 that its IoU with the full box is below the NMS threshold; a cell larger than the overlap,
 which no tile sees whole, keeps all its partial boxes for the NMS.
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterator, NamedTuple, Optional, Tuple
@@ -153,7 +154,7 @@ def iter_tile_predictions(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     selected = selection.selected
-    batches = [selected[i:i + batch_size] for i in range(0, len(selected), batch_size)]
+    batches = [selected[i : i + batch_size] for i in range(0, len(selected), batch_size)]
 
     def read(batch):
         out = []
@@ -164,8 +165,12 @@ def iter_tile_predictions(
         return out
 
     bar = tqdm(
-        total=len(selected), desc=desc or os.path.basename(reader.path), unit="tile",
-        disable=not progress, leave=False, dynamic_ncols=True,
+        total=len(selected),
+        desc=desc or os.path.basename(reader.path),
+        unit="tile",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
     )
     with bar, ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, batches[0]) if batches else None

@@ -11,6 +11,7 @@ below therefore compare boxes of one tile, or of two overlapping tiles near thei
 2. ``tiled_nms``: class-wise greedy NMS whose result equals ``merge_detections`` (one NMS over
    all boxes), computed from those local comparisons only.
 """
+
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -45,8 +46,13 @@ def overlapping_pairs(regions: np.ndarray) -> np.ndarray:
         buckets.setdefault((int(cx), int(cy)), []).append(k)
     pairs = []
     for k, (cx, cy) in enumerate(cells):
-        near = [j for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                for j in buckets.get((int(cx) + dx, int(cy) + dy), ()) if j > k]
+        near = [
+            j
+            for dx in (-1, 0, 1)
+            for dy in (-1, 0, 1)
+            for j in buckets.get((int(cx) + dx, int(cy) + dy), ())
+            if j > k
+        ]
         if not near:
             continue
         near = np.array(near)
@@ -60,8 +66,9 @@ def overlapping_pairs(regions: np.ndarray) -> np.ndarray:
 def intersects(boxes: np.ndarray, region: Sequence[float]) -> np.ndarray:
     """Which XYXY boxes overlap a region with positive area (np.ndarray[N] bool)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return ((np.minimum(boxes[:, 2], region[2]) > np.maximum(boxes[:, 0], region[0]))
-            & (np.minimum(boxes[:, 3], region[3]) > np.maximum(boxes[:, 1], region[1])))
+    return (np.minimum(boxes[:, 2], region[2]) > np.maximum(boxes[:, 0], region[0])) & (
+        np.minimum(boxes[:, 3], region[3]) > np.maximum(boxes[:, 1], region[1])
+    )
 
 
 def covered_by_complete(
@@ -134,8 +141,9 @@ def drop_covered_truncated(
             cut = truncated[p] & intersects(boxes[p], regions[q])
             whole = ~truncated[q] & intersects(boxes[q], regions[p])
             if cut.any() and whole.any():
-                keep[p] &= ~covered_by_complete(boxes[p], classes[p], cut, boxes[q][whole],
-                                                classes[q][whole], min_coverage)
+                keep[p] &= ~covered_by_complete(
+                    boxes[p], classes[p], cut, boxes[q][whole], classes[q][whole], min_coverage
+                )
     return keep
 
 
@@ -173,8 +181,10 @@ def tiled_nms(
         ip, iq = np.flatnonzero(sel_p), np.flatnonzero(sel_q)
         if not len(ip) or not len(iq):
             return
-        iou = box_iou(torch.as_tensor(boxes[p][ip], dtype=torch.float64),
-                      torch.as_tensor(boxes[q][iq], dtype=torch.float64)).numpy()
+        iou = box_iou(
+            torch.as_tensor(boxes[p][ip], dtype=torch.float64),
+            torch.as_tensor(boxes[q][iq], dtype=torch.float64),
+        ).numpy()
         hit = (iou > iou_thresh) & (classes[p][ip][:, None] == classes[q][iq][None, :])
         if same_tile:
             hit = np.triu(hit, k=1)
@@ -185,12 +195,20 @@ def tiled_nms(
         every = np.ones(sizes[k], dtype=bool)
         add_pairs(k, every, k, every, same_tile=True)
     for a, b in pairs:
-        add_pairs(a, intersects(boxes[a], regions[b]), b, intersects(boxes[b], regions[a]),
-                  same_tile=False)
+        add_pairs(
+            a,
+            intersects(boxes[a], regions[b]),
+            b,
+            intersects(boxes[b], regions[a]),
+            same_tile=False,
+        )
     edges = np.concatenate(found)
-    keep = _greedy(np.concatenate([np.asarray(s, np.float64) for s in scores]) if total
-                   else np.zeros(0), edges, total)
-    return [keep[offsets[k]:offsets[k + 1]] for k in range(len(sizes))]
+    keep = _greedy(
+        np.concatenate([np.asarray(s, np.float64) for s in scores]) if total else np.zeros(0),
+        edges,
+        total,
+    )
+    return [keep[offsets[k] : offsets[k + 1]] for k in range(len(sizes))]
 
 
 def _greedy(scores: np.ndarray, edges: np.ndarray, total: int) -> np.ndarray:
@@ -207,5 +225,5 @@ def _greedy(scores: np.ndarray, edges: np.ndarray, total: int) -> np.ndarray:
             continue
         keep[i] = True
         if indptr[i + 1] > indptr[i]:
-            suppressed[neighbours[indptr[i]:indptr[i + 1]]] = True
+            suppressed[neighbours[indptr[i] : indptr[i + 1]]] = True
     return keep

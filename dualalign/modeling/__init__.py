@@ -1,4 +1,5 @@
 """dualalign.modeling: the detector (meta-architecture, ROI heads) and the metric-space parts."""
+
 from .memory_bank import PrototypeMemoryBank
 from .meta_arch import DualAlignRCNN
 from .projection_head import ClassProxies, ProjectionHead

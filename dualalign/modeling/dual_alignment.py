@@ -4,6 +4,7 @@ This module only composes the pure functions of :mod:`metric_losses`; the ROI he
 (:mod:`roi_heads`) produce its inputs and own the parameters (projection head, proxies) and the
 memory bank.
 """
+
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 

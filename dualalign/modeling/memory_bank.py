@@ -1,4 +1,5 @@
 """The memory bank of labelled prototypes (P_M of Eq. 7-8)."""
+
 import logging
 
 import torch

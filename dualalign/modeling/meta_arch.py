@@ -1,4 +1,5 @@
 """``DualAlignRCNN``: GeneralizedRCNN that also takes an unlabelled batch in training."""
+
 from typing import Dict, List, Optional
 
 import torch

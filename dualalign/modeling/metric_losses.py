@@ -13,6 +13,7 @@ Phi is the plain Euclidean distance (``../shared/notes/method.md``), see
 to the projection head and the proxies. None of them synchronises with the GPU: classes and
 pairs are selected with masks, never with Python branches on tensor values.
 """
+
 import torch
 
 __all__ = [

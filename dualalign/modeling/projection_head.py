@@ -1,4 +1,5 @@
 """The projection head of Eq. 1 and the learnable class proxies of Eq. 2-3."""
+
 import math
 
 import torch

@@ -1,4 +1,5 @@
 """Pseudo labels for unlabelled proposals and confidence weights for prototypes (Eq. 3, 4)."""
+
 from typing import Tuple
 
 import torch

@@ -1,4 +1,5 @@
 """Loss-weight schedules: lambda(t) of Eq. 9 and CSD's ramp-down. Pure Python floats."""
+
 import math
 
 __all__ = ["sigmoid_rampup", "sigmoid_rampdown"]

@@ -5,6 +5,7 @@ pooler and box head *together* (one pass), so the extra cost of the method is th
 unlabelled rows, a small MLP, a C x D distance matrix and a few prototype means. At inference the
 class behaves exactly as ``StandardROIHeads``: the projection head and proxies are not run.
 """
+
 from typing import Dict, List, Optional
 
 import torch
@@ -70,7 +71,9 @@ class DualAlignROIHeads(StandardROIHeads):
             normalize=d.EMBED.NORMALIZE,
         )
         ret["proxies"] = ClassProxies(
-            num_classes, d.EMBED.DIM, include_background=d.PROXY.INCLUDE_BACKGROUND,
+            num_classes,
+            d.EMBED.DIM,
+            include_background=d.PROXY.INCLUDE_BACKGROUND,
             normalize=d.EMBED.NORMALIZE,
         )
         ret["memory_bank"] = PrototypeMemoryBank(d.MEMORY.SIZE, d.EMBED.DIM, num_classes)

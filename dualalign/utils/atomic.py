@@ -1,4 +1,5 @@
 """Atomic file writes: a crash (even ``kill -9``) leaves either the old file or the new one."""
+
 import os
 import tempfile
 from contextlib import contextmanager

@@ -1,4 +1,5 @@
 """Draw detections in the colours of the paper's Fig. 2: GT red, true positives green, FPs blue."""
+
 from typing import List, Sequence
 
 import cv2
@@ -32,8 +33,10 @@ def match_detections(
     tp = np.zeros(len(pred_boxes), dtype=bool)
     if len(pred_boxes) == 0 or len(gt_boxes) == 0:
         return tp
-    iou = box_iou(torch.as_tensor(pred_boxes, dtype=torch.float64),
-                  torch.as_tensor(gt_boxes, dtype=torch.float64)).numpy()
+    iou = box_iou(
+        torch.as_tensor(pred_boxes, dtype=torch.float64),
+        torch.as_tensor(gt_boxes, dtype=torch.float64),
+    ).numpy()
     iou[np.asarray(pred_classes)[:, None] != np.asarray(gt_classes)[None, :]] = 0.0
     taken = np.zeros(len(gt_boxes), dtype=bool)
     for i in np.argsort(-np.asarray(pred_scores), kind="stable"):
@@ -60,12 +63,22 @@ def draw_fig2(
     tp = match_detections(pred_boxes, pred_scores, pred_classes, gt_boxes, gt_classes, iou_thresh)
     for box in np.asarray(gt_boxes).astype(int):
         cv2.rectangle(out, tuple(box[:2]), tuple(box[2:]), GT_COLOR, 2)
-    for box, ok, cls, score in zip(np.asarray(pred_boxes).astype(int), tp, pred_classes, pred_scores):
+    for box, ok, cls, score in zip(
+        np.asarray(pred_boxes).astype(int), tp, pred_classes, pred_scores
+    ):
         color = TP_COLOR if ok else FP_COLOR
         cv2.rectangle(out, tuple(box[:2]), tuple(box[2:]), color, 1)
         label = f"{class_names[int(cls)]} {score:.2f}"
-        cv2.putText(out, label, (int(box[0]), max(8, int(box[1]) - 2)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.3, color, 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            label,
+            (int(box[0]), max(8, int(box[1]) - 2)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.3,
+            color,
+            1,
+            cv2.LINE_AA,
+        )
     return out
 
 
@@ -76,5 +89,5 @@ def grid(images: List[np.ndarray], columns: int) -> np.ndarray:
     canvas = np.full((rows * h, columns * w, 3), 255, np.uint8)
     for k, img in enumerate(images):
         r, c = divmod(k, columns)
-        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
     return canvas

@@ -1,4 +1,5 @@
 """Whole-slide tooling: read slides, tile them, mask tissue, merge tile detections."""
+
 from .merge import merge_detections, offset_boxes, touches_inner_edge
 from .reader import (
     SlideReader,

@@ -10,6 +10,7 @@ the caller can drop them before the NMS: this is safe when the tile overlap is a
 largest cell plus twice the margin, since every cell then lies, away from inner edges, inside
 some tile. The two steps are independent; NMS alone is a valid (looser) merge.
 """
+
 from typing import Union
 
 import numpy as np
@@ -41,9 +42,7 @@ def offset_boxes(boxes: Array, x0: float, y0: float, scale: float = 1.0) -> Arra
     return out
 
 
-def merge_detections(
-    boxes: Array, scores: Array, classes: Array, iou_thresh: float = 0.5
-) -> Array:
+def merge_detections(boxes: Array, scores: Array, classes: Array, iou_thresh: float = 0.5) -> Array:
     """Class-wise NMS over all tiles' detections in slide coordinates.
 
     Boxes of different classes never suppress each other (``torchvision.ops.batched_nms``).
@@ -64,9 +63,7 @@ def merge_detections(
     s = torch.as_tensor(scores, dtype=torch.float64).reshape(-1)
     c = torch.as_tensor(classes).reshape(-1).to(torch.int64)
     if not len(b) == len(s) == len(c):
-        raise ValueError(
-            f"boxes, scores, classes disagree in length: {len(b)}, {len(s)}, {len(c)}"
-        )
+        raise ValueError(f"boxes, scores, classes disagree in length: {len(b)}, {len(s)}, {len(c)}")
     keep = batched_nms(b.cpu(), s.cpu(), c.cpu(), iou_thresh)
     if as_tensor:
         return keep.to(boxes.device)

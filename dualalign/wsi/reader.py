@@ -5,6 +5,7 @@
 (PNG, JPEG, BMP via OpenCV; TIFFs that OpenSlide rejects via tifffile). Both backends return the
 same thing: ``uint8`` RGB with alpha composited on white, and white beyond the slide's edge.
 """
+
 import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -172,7 +173,7 @@ class _ArrayReader(SlideReader):
         sx0, sy0 = max(x0, 0), max(y0, 0)
         sx1, sy1 = min(x0 + width, img_w), min(y0 + height, img_h)
         if sx1 > sx0 and sy1 > sy0:
-            out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = self._image[sy0:sy1, sx0:sx1]
+            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = self._image[sy0:sy1, sx0:sx1]
         return out
 
     def close(self):

@@ -3,6 +3,7 @@
 The TIFF layout is the one OpenSlide's ``generic-tiff`` driver reads as a pyramid: each level a
 separate page (not a SubIFD), tiled, lossless zlib, reduced levels flagged ``subfiletype=1``.
 """
+
 import os
 from typing import Optional, Sequence, Tuple, Union
 

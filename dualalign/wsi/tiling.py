@@ -5,6 +5,7 @@ pixels, so that a cell cut by one tile's border is seen whole by its neighbour (
 then removes the duplicate). The last row and column are shifted back to end exactly at the
 image edge, so no tile is partial unless the image itself is smaller than one tile.
 """
+
 from typing import Union
 
 import numpy as np

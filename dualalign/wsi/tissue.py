@@ -9,6 +9,7 @@ at least one. Otsu's method then splits the signal's histogram into glass and ce
 The mask is deliberately permissive (small morphological kernels, a tiny minimum component
 area): a false positive costs one tile of inference, a false negative can lose an abnormal cell.
 """
+
 from typing import Optional, Sequence, Tuple, Union
 
 import cv2

@@ -1,4 +1,5 @@
 """The baselines' consistency math (dualalign/baselines/consistency.py) against hand values."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """CSDRCNN: training losses, gradients, weight schedule and plain inference on a tiny model."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """MeanTeacherRCNN: EMA math, frozen teacher, checkpoint round trip, teacher/student inference."""
+
 import pickle
 
 import pytest

@@ -1,4 +1,5 @@
 """Each baseline through the real Trainer for 3 steps on a tiny generated data set."""
+
 import json
 import math
 import os
@@ -23,11 +24,16 @@ def _dataset_opts(paths):
     lab, unl, test = f"e2e_lab_{tag}", f"e2e_unl_{tag}", f"e2e_test_{tag}"
     root = paths["image_root"]
     return [
-        "DUALALIGN.DATASETS.COCO", [[lab, paths["labeled"], root], [test, paths["test"], root]],
-        "DUALALIGN.DATASETS.UNLABELED", [[unl, paths["unlabeled"], root]],
-        "DUALALIGN.DATASETS.TRAIN_UNLABELED", (unl,),
-        "DATASETS.TRAIN", (lab,),
-        "DATASETS.TEST", (test,),
+        "DUALALIGN.DATASETS.COCO",
+        [[lab, paths["labeled"], root], [test, paths["test"], root]],
+        "DUALALIGN.DATASETS.UNLABELED",
+        [[unl, paths["unlabeled"], root]],
+        "DUALALIGN.DATASETS.TRAIN_UNLABELED",
+        (unl,),
+        "DATASETS.TRAIN",
+        (lab,),
+        "DATASETS.TEST",
+        (test,),
     ]
 
 
@@ -43,13 +49,22 @@ def test_baseline_trains_with_the_shared_trainer(
     tiny_cfg, tiny_dataset, tmp_path, config_name, terms, extra
 ):
     out = str(tmp_path / "out")
-    opts = _dataset_opts(tiny_dataset) + extra + [
-        "SOLVER.MAX_ITER", 3,
-        "SOLVER.STEPS", (),
-        "SOLVER.WARMUP_ITERS", 1,
-        "SOLVER.IMS_PER_BATCH", 2,
-        "OUTPUT_DIR", out,
-    ]
+    opts = (
+        _dataset_opts(tiny_dataset)
+        + extra
+        + [
+            "SOLVER.MAX_ITER",
+            3,
+            "SOLVER.STEPS",
+            (),
+            "SOLVER.WARMUP_ITERS",
+            1,
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "OUTPUT_DIR",
+            out,
+        ]
+    )
     cfg = tiny_cfg(config_name, *opts)  # dataset opts override the tiny config's empty ones
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)

@@ -1,4 +1,5 @@
 """Flips move boxes with the image; colour jitter changes pixels only."""
+
 import numpy as np
 import pytest
 from detectron2.data import transforms as T

@@ -1,4 +1,5 @@
 """read_image / read_image_size on every pixel format, through each decoder, and on bad files."""
+
 import pickle
 
 import cv2

@@ -1,10 +1,11 @@
 """Datasets declared in the config (YAML keys or command-line opts) are registered by name."""
+
 import os
 import uuid
 
 import pytest
-from dualalign_testing import REPO_ROOT
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from dualalign_testing import REPO_ROOT
 
 from dualalign.data.build import training_records
 from dualalign.engine.setup import build_cfg
@@ -20,10 +21,14 @@ def test_register_from_command_line_opts(tiny_synthetic, tmp_path):
         f"[['{lab}', '{tiny_synthetic['labeled']}', '{tiny_synthetic['image_root']}']]",
         "DUALALIGN.DATASETS.UNLABELED",
         f"[['{unl}', '{tiny_synthetic['unlabeled']}', '{tiny_synthetic['image_root']}']]",
-        "DATASETS.TRAIN", f"('{lab}',)",
-        "DUALALIGN.DATASETS.TRAIN_UNLABELED", f"('{unl}',)",
-        "DUALALIGN.DATASETS.LABELED_FRACTION", "0.5",
-        "OUTPUT_DIR", str(tmp_path),
+        "DATASETS.TRAIN",
+        f"('{lab}',)",
+        "DUALALIGN.DATASETS.TRAIN_UNLABELED",
+        f"('{unl}',)",
+        "DUALALIGN.DATASETS.LABELED_FRACTION",
+        "0.5",
+        "OUTPUT_DIR",
+        str(tmp_path),
     ]
     cfg = build_cfg(CPU_CFG, opts)
     assert lab in DatasetCatalog.list() and unl in DatasetCatalog.list()
@@ -48,12 +53,18 @@ def test_remainder_as_unlabeled(tiny_synthetic, tmp_path):
     opts = [
         "DUALALIGN.DATASETS.COCO",
         f"[['r_{tag}', '{tiny_synthetic['labeled']}', '{tiny_synthetic['image_root']}']]",
-        "DATASETS.TRAIN", f"('r_{tag}',)",
-        "DUALALIGN.DATASETS.TRAIN_UNLABELED", "()",
-        "DUALALIGN.DATASETS.UNLABELED", "[]",
-        "DUALALIGN.DATASETS.LABELED_FRACTION", "0.25",
-        "DUALALIGN.DATASETS.REMAINDER_AS_UNLABELED", "True",
-        "OUTPUT_DIR", str(tmp_path),
+        "DATASETS.TRAIN",
+        f"('r_{tag}',)",
+        "DUALALIGN.DATASETS.TRAIN_UNLABELED",
+        "()",
+        "DUALALIGN.DATASETS.UNLABELED",
+        "[]",
+        "DUALALIGN.DATASETS.LABELED_FRACTION",
+        "0.25",
+        "DUALALIGN.DATASETS.REMAINDER_AS_UNLABELED",
+        "True",
+        "OUTPUT_DIR",
+        str(tmp_path),
     ]
     labeled, unlabeled = training_records(build_cfg(CPU_CFG, opts))
     assert len(labeled) + len(unlabeled) == 8

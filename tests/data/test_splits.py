@@ -1,4 +1,5 @@
 """Labelled-fraction subsets: deterministic, grouped by patient, written and re-used."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """The built-in synthetic data set: determinism, COCO files on disk, and class statistics."""
+
 import importlib.util
 import json
 import os
@@ -108,7 +109,9 @@ def test_classes_differ_but_not_trivially(labeled60):
         grey = image.mean(axis=2)
         for a in anns:
             x, y, w, h = (int(v) for v in a["bbox"])
-            darkness.setdefault(a["category_id"], []).append(255 - grey[y:y + h, x:x + w].mean())
+            darkness.setdefault(a["category_id"], []).append(
+                255 - grey[y : y + h, x : x + w].mean()
+            )
             area.setdefault(a["category_id"], []).append(w * h)
     ascus_id, hsil_id = CLASS_NAMES.index("ASC-US") + 1, CLASS_NAMES.index("HSIL") + 1
     assert np.mean(darkness[hsil_id]) > 1.3 * np.mean(darkness[ascus_id])
@@ -149,7 +152,7 @@ def test_generate_dataset_writes_coco_splits(tmp_path):
             assert {a["image_id"] for a in raw["annotations"]} == set(coco.imgs)
     splits = list(patients)
     for i, a in enumerate(splits):
-        for b in splits[i + 1:]:
+        for b in splits[i + 1 :]:
             assert not patients[a] & patients[b], (a, b)
     hidden = COCO(os.path.join(out, "unlabeled_with_gt.json"))
     per_image = [len(hidden.getAnnIds(imgIds=i)) for i in hidden.imgs]
@@ -161,8 +164,7 @@ def test_generate_dataset_is_deterministic_and_idempotent(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     pa = generate_dataset(a, seed=2, **SMALL)
     generate_dataset(b, seed=2, **SMALL)
-    files = sorted(os.path.relpath(os.path.join(d, f), a)
-                   for d, _, fs in os.walk(a) for f in fs)
+    files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs)
     assert len(files) == 1 + 5 + sum(SMALL.values())  # manifest, 5 jsons, images
     for rel in files:
         with open(os.path.join(a, rel), "rb") as fa, open(os.path.join(b, rel), "rb") as fb:
@@ -177,8 +179,10 @@ def test_generate_dataset_is_deterministic_and_idempotent(tmp_path):
     generate_dataset(a, seed=2, **fewer)
     names = sorted(os.listdir(os.path.join(a, "images", "labeled")))
     assert names == [f"{i:06d}.png" for i in range(5)]
-    with open(os.path.join(a, "images/labeled/000003.png"), "rb") as fa, \
-            open(os.path.join(b, "images/labeled/000003.png"), "rb") as fb:
+    with (
+        open(os.path.join(a, "images/labeled/000003.png"), "rb") as fa,
+        open(os.path.join(b, "images/labeled/000003.png"), "rb") as fb,
+    ):
         assert fa.read() == fb.read()
 
     # A missing image makes the set incomplete: it is written again.
@@ -189,12 +193,28 @@ def test_generate_dataset_is_deterministic_and_idempotent(tmp_path):
 
 def test_make_synthetic_cli(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
-        "make_synthetic", os.path.join(REPO_ROOT, "scripts", "make_synthetic.py"))
+        "make_synthetic", os.path.join(REPO_ROOT, "scripts", "make_synthetic.py")
+    )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     out = tmp_path / "cli"
-    cli.main(["--out", str(out), "--seed", "3", "--num-labeled", "3", "--num-unlabeled", "2",
-              "--num-val", "1", "--num-test", "1", "--no-variation"])
+    cli.main(
+        [
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--num-labeled",
+            "3",
+            "--num-unlabeled",
+            "2",
+            "--num-val",
+            "1",
+            "--num-test",
+            "1",
+            "--no-variation",
+        ]
+    )
     text = capsys.readouterr().out
     for split in SPLITS:
         assert f"{split}: {out / (split + '.json')}" in text

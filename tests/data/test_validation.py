@@ -1,4 +1,5 @@
 """Dataset loading and validation: every accepted and every refused case, and the CLI."""
+
 import copy
 import json
 import logging
@@ -315,7 +316,10 @@ def test_unlabeled_folder(tmp_path):
     records = load_unlabeled(str(pool))
     assert [r["image_id"] for r in records] == ["a/c.TIFF", "a/z.jpg", "b.PNG"]
     assert records[1] == {
-        "file_name": str(pool / "a" / "z.jpg"), "image_id": "a/z.jpg", "height": 6, "width": 8
+        "file_name": str(pool / "a" / "z.jpg"),
+        "image_id": "a/z.jpg",
+        "height": 6,
+        "width": 8,
     }
 
 
@@ -355,7 +359,8 @@ def test_unlabeled_txt_list(tmp_path):
     lst.write_text(f"# unlabelled pool\n\nrel.png\n  {tmp_path / 'abs.png'}  \n")
     records = load_unlabeled(str(lst))
     assert [r["file_name"] for r in records] == [
-        str(tmp_path / "lists" / "rel.png"), str(tmp_path / "abs.png")
+        str(tmp_path / "lists" / "rel.png"),
+        str(tmp_path / "abs.png"),
     ]
     assert records[0]["image_id"] == "rel.png" and records[0]["width"] == W
 

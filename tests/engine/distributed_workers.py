@@ -4,6 +4,7 @@ They live in a plain module (not a test module) so the spawned processes can unp
 name whatever pytest's import mode; ``test_distributed.py`` puts this folder on ``sys.path``,
 which ``mp.spawn`` passes on to its children.
 """
+
 import os
 import sys
 

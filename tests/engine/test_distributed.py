@@ -5,6 +5,7 @@ steps), spawned by ``dualalign.engine.launch`` or by torchrun. The processes get
 ``OMP_NUM_THREADS=1`` and a 60 s collective timeout, so a test that would otherwise hang fails
 within its pytest timeout instead.
 """
+
 import json
 import os
 import socket
@@ -37,8 +38,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     return generate_dataset(
-        str(tmp_path_factory.mktemp("synthetic")), seed=0, image_size=128, num_labeled=8,
-        num_unlabeled=8, num_val=0, num_test=2,
+        str(tmp_path_factory.mktemp("synthetic")),
+        seed=0,
+        image_size=128,
+        num_labeled=8,
+        num_unlabeled=8,
+        num_val=0,
+        num_test=2,
     )
 
 
@@ -59,18 +65,39 @@ def train_opts(data, output_dir, max_iter=4, *extra, test=False):
     return [
         "DUALALIGN.DATASETS.COCO",
         str([["dd_labeled", data["labeled"], root], ["dd_test", data["test"], root]]),
-        "DUALALIGN.DATASETS.UNLABELED", str([["dd_unlabeled", data["unlabeled"], root]]),
-        "DATASETS.TRAIN", "('dd_labeled',)",
-        "DATASETS.TEST", "('dd_test',)" if test else "()",
-        "DUALALIGN.DATASETS.TRAIN_UNLABELED", "('dd_unlabeled',)",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
-        "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "200", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
-        "DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE", "32",
-        "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS", "1",
-        "SOLVER.CHECKPOINT_PERIOD", "1000", "DUALALIGN.RAMPUP_ITERS", "0",
+        "DUALALIGN.DATASETS.UNLABELED",
+        str([["dd_unlabeled", data["unlabeled"], root]]),
+        "DATASETS.TRAIN",
+        "('dd_labeled',)",
+        "DATASETS.TEST",
+        "('dd_test',)" if test else "()",
+        "DUALALIGN.DATASETS.TRAIN_UNLABELED",
+        "('dd_unlabeled',)",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(128,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "128",
+        "INPUT.MIN_SIZE_TEST",
+        "128",
+        "INPUT.MAX_SIZE_TEST",
+        "128",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "200",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "64",
+        "DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE",
+        "32",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.WARMUP_ITERS",
+        "1",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "DUALALIGN.RAMPUP_ITERS",
+        "0",
         *extra,
-        "OUTPUT_DIR", str(output_dir),
+        "OUTPUT_DIR",
+        str(output_dir),
     ]
 
 
@@ -88,8 +115,12 @@ def test_two_process_dual_alignment_keeps_ranks_identical(tiny_data, tmp_path):
     assert r0.keys() == r1.keys()
     # Parameters are all-reduced every step; BN running stats are per rank (broadcast_buffers
     # False, as in detectron2), so only parameters and the memory bank must match exactly.
-    params = [k for k in r0 if not k.endswith(("running_mean", "running_var",
-                                               "num_batches_tracked")) and not k.startswith(BANK)]
+    params = [
+        k
+        for k in r0
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        and not k.startswith(BANK)
+    ]
     assert len(params) > 50
     differing = [k for k in params if not torch.equal(r0[k], r1[k])]
     assert not differing, f"parameters differ between ranks: {differing[:5]}"
@@ -190,22 +221,33 @@ def _torchrun():
     try:
         import torch.distributed.run  # noqa: F401
     except ImportError as e:
-        pytest.skip(f"torchrun not found next to {sys.executable} and torch.distributed.run "
-                    f"cannot be imported ({e})")
+        pytest.skip(
+            f"torchrun not found next to {sys.executable} and torch.distributed.run "
+            f"cannot be imported ({e})"
+        )
     return [sys.executable, "-m", "torch.distributed.run"]
 
 
 @pytest.mark.timeout(200)
 def test_torchrun_two_processes(tiny_data, tmp_path):
     cmd = _torchrun() + [
-        "--nnodes", "1", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-        "--rdzv_endpoint", f"127.0.0.1:{_free_port()}",
-        os.path.join(REPO_ROOT, "train_net.py"), "--config-file", CONFIG,
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{_free_port()}",
+        os.path.join(REPO_ROOT, "train_net.py"),
+        "--config-file",
+        CONFIG,
         *train_opts(tiny_data, tmp_path, 2),
     ]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert (tmp_path / "model_final.pth").is_file()
     assert (tmp_path / "log.txt.rank1").is_file(), "the second process did not set itself up"
@@ -214,14 +256,24 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
 @pytest.mark.timeout(120)
 def test_torchrun_failure_on_one_rank_ends_every_rank(tiny_data, tmp_path):
     cmd = _torchrun() + [
-        "--nnodes", "1", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-        "--rdzv_endpoint", f"127.0.0.1:{_free_port()}",
-        os.path.join(HERE, "distributed_workers.py"), "fail", "--config-file", CONFIG,
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{_free_port()}",
+        os.path.join(HERE, "distributed_workers.py"),
+        "fail",
+        "--config-file",
+        CONFIG,
         *train_opts(tiny_data, tmp_path, 50),
     ]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                          timeout=110)
+    proc = subprocess.run(
+        cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=110
+    )
     assert proc.returncode != 0
     assert workers.FAIL_MESSAGE in proc.stdout + proc.stderr
     for rank in (0, 1):  # torchrun's agent ended the healthy rank too; no orphan is left

@@ -1,4 +1,5 @@
 """Faults while training: NaN losses, kill -9 during a save, kill then --resume, bad images."""
+
 import os
 import signal
 import subprocess
@@ -7,9 +8,9 @@ import textwrap
 
 import pytest
 import torch
-from dualalign_testing import REPO_ROOT, tiny_opts
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
+from dualalign_testing import REPO_ROOT, tiny_opts
 
 from dualalign.data.image_io import ImageReadError
 from dualalign.engine.setup import build_cfg
@@ -35,8 +36,9 @@ class NaNAtIteration:
 
 
 def test_nan_loss_stops_with_iteration_terms_and_checkpoint(tiny_synthetic, tmp_path):
-    opts = tiny_opts(tiny_synthetic, tmp_path, "nan", SOLVER__MAX_ITER=6,
-                     SOLVER__CHECKPOINT_PERIOD=2)
+    opts = tiny_opts(
+        tiny_synthetic, tmp_path, "nan", SOLVER__MAX_ITER=6, SOLVER__CHECKPOINT_PERIOD=2
+    )
     trainer = Trainer(build_cfg(CPU_CFG, opts))
     trainer.resume_or_load(resume=False)
     NaNAtIteration(trainer, {3})
@@ -51,8 +53,9 @@ def test_nan_loss_stops_with_iteration_terms_and_checkpoint(tiny_synthetic, tmp_
 
 
 def test_bad_steps_can_be_skipped(tiny_synthetic, tmp_path):
-    opts = tiny_opts(tiny_synthetic, tmp_path, "skip", SOLVER__MAX_ITER=5,
-                     DUALALIGN__SOLVER__MAX_BAD_STEPS=1)
+    opts = tiny_opts(
+        tiny_synthetic, tmp_path, "skip", SOLVER__MAX_ITER=5, DUALALIGN__SOLVER__MAX_BAD_STEPS=1
+    )
     trainer = Trainer(build_cfg(CPU_CFG, opts))
     trainer.resume_or_load(resume=False)
     NaNAtIteration(trainer, {2})
@@ -74,8 +77,7 @@ def test_bad_steps_can_be_skipped(tiny_synthetic, tmp_path):
     assert trainer.iter == 5  # training went on to the end
 
 
-SAVE_LOOP = textwrap.dedent(
-    """
+SAVE_LOOP = textwrap.dedent("""
     import sys, torch
     from dualalign.engine.checkpoint import AtomicCheckpointer
     model = torch.nn.Linear(512, 512)
@@ -86,8 +88,7 @@ SAVE_LOOP = textwrap.dedent(
         ckpt.save(f"model_{i:04d}", iteration=i, blob=torch.randn(2_000_000, 2))
         print(i, flush=True)
         i += 1
-    """
-)
+    """)
 
 
 def test_kill_during_saves_never_leaves_an_unloadable_checkpoint(tmp_path):
@@ -95,8 +96,12 @@ def test_kill_during_saves_never_leaves_an_unloadable_checkpoint(tmp_path):
     script.write_text(SAVE_LOOP)
     for trial in range(3):
         out = tmp_path / f"trial{trial}"
-        proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
-                                text=True, cwd=REPO_ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(out)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+        )
         for _ in range(2 + trial):  # wait for a few complete saves, then kill mid-write
             proc.stdout.readline()
         proc.send_signal(signal.SIGKILL)
@@ -109,8 +114,7 @@ def test_kill_during_saves_never_leaves_an_unloadable_checkpoint(tmp_path):
                 torch.load(out / name, weights_only=True)
 
 
-KILLED_RUN = textwrap.dedent(
-    """
+KILLED_RUN = textwrap.dedent("""
     import os, signal, sys, json
     from detectron2.engine import HookBase
     from detectron2.utils.env import seed_all_rng
@@ -127,16 +131,21 @@ KILLED_RUN = textwrap.dedent(
     trainer.register_hooks([Kill()])
     trainer.resume_or_load(resume=False)
     trainer.train()
-    """
-)
+    """)
 
 
 def test_kill_then_resume_matches_an_uninterrupted_run(tiny_synthetic, tmp_path):
     import json
 
     def opts(out):
-        return tiny_opts(tiny_synthetic, out, "kr", SOLVER__MAX_ITER=6, SOLVER__CHECKPOINT_PERIOD=3,
-                         DUALALIGN__PSEUDO__SCORE_THRESH=0.0)
+        return tiny_opts(
+            tiny_synthetic,
+            out,
+            "kr",
+            SOLVER__MAX_ITER=6,
+            SOLVER__CHECKPOINT_PERIOD=3,
+            DUALALIGN__PSEUDO__SCORE_THRESH=0.0,
+        )
 
     seed_all_rng(0)
     straight = Trainer(build_cfg(CPU_CFG, opts(tmp_path / "straight")))
@@ -146,8 +155,12 @@ def test_kill_then_resume_matches_an_uninterrupted_run(tiny_synthetic, tmp_path)
     script = tmp_path / "killed.py"
     script.write_text(KILLED_RUN.format(kill_at=4, cfg=CPU_CFG))
     killed_dir = tmp_path / "killed"
-    res = subprocess.run([sys.executable, str(script), json.dumps(opts(killed_dir))],
-                         cwd=REPO_ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, str(script), json.dumps(opts(killed_dir))],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     assert (killed_dir / "last_checkpoint").read_text().strip() == "model_0000002.pth"
 
@@ -171,8 +184,11 @@ def test_unreadable_unlabeled_image_skip_and_strict(tiny_synthetic, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
     pool["images"] = [
-        dict(img, file_name=str(broken)) if i % 2 == 0 else
-        dict(img, file_name=os.path.join(tiny_synthetic["image_root"], img["file_name"]))
+        (
+            dict(img, file_name=str(broken))
+            if i % 2 == 0
+            else dict(img, file_name=os.path.join(tiny_synthetic["image_root"], img["file_name"]))
+        )
         for i, img in enumerate(pool["images"])
     ]
     pool_json = tmp_path / "pool.json"
@@ -185,8 +201,9 @@ def test_unreadable_unlabeled_image_skip_and_strict(tiny_synthetic, tmp_path):
     mapper = trainer.data_loader.unlabeled.mapper
     assert mapper.num_skipped > 0
 
-    strict = tiny_opts(paths, tmp_path / "strict", "badstrict",
-                       DUALALIGN__DATASETS__READ_ERRORS="strict")
+    strict = tiny_opts(
+        paths, tmp_path / "strict", "badstrict", DUALALIGN__DATASETS__READ_ERRORS="strict"
+    )
     trainer = Trainer(build_cfg(CPU_CFG, strict))
     trainer.resume_or_load(resume=False)
     with pytest.raises(ImageReadError, match="broken.png"):

@@ -2,6 +2,7 @@
 
 Tiny models from random init on a 128 px synthetic set, as detectron2's test_model_e2e does.
 """
+
 import json
 import logging
 import os
@@ -13,9 +14,9 @@ import torch
 from dualalign_testing import REPO_ROOT, tiny_opts
 
 sys.path.insert(0, REPO_ROOT)
-import train_net  # noqa: E402
 from detectron2.engine import default_argument_parser  # noqa: E402
 
+import train_net  # noqa: E402
 from dualalign.engine.checkpoint import AtomicCheckpointer, WeightsNotFoundError  # noqa: E402
 from dualalign.engine.setup import build_cfg  # noqa: E402
 from dualalign.engine.trainer import Trainer  # noqa: E402
@@ -150,8 +151,11 @@ def test_model_zoo_pkl_and_remote_weights(tiny_synthetic, tmp_path):
     cfg = build_cfg(SUP_CFG, tiny_opts(tiny_synthetic, tmp_path, "pkl"))
     model = Trainer.build_model(cfg)
     # A model-zoo style .pkl: numpy arrays under "model", with "__author__".
-    blobs = {k: v.detach().numpy() + 1.0 for k, v in model.state_dict().items()
-             if v.dtype == torch.float32}
+    blobs = {
+        k: v.detach().numpy() + 1.0
+        for k, v in model.state_dict().items()
+        if v.dtype == torch.float32
+    }
     with open(tmp_path / "zoo.pkl", "wb") as f:
         pickle.dump({"model": blobs, "__author__": "test"}, f)
     fresh = Trainer.build_model(cfg)

@@ -1,4 +1,5 @@
 """scripts/evaluate.py run as a subprocess: JSON summary on the last line, exit 2 on bad input."""
+
 import json
 import os
 import subprocess

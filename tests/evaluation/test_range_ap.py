@@ -1,4 +1,5 @@
 """AP over an IoU range: a hand-computed case, edge cases, parse_iou_range, RangeAPEvaluator."""
+
 import json
 import math
 import uuid

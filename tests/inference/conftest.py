@@ -1,4 +1,5 @@
 """Shared pieces of the inference tests: a fake detector, a tiny checkpoint, the scripts."""
+
 import importlib.util
 import os
 
@@ -13,8 +14,14 @@ CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "supervised_R18_cpu.yam
 # 128 px test size keeps a CPU forward pass well under a second.
 SMALL_OPTS = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.DEVICE", "cpu"]
 # Fewer proposals and detections per image: inference-only settings, the weights are the same.
-FAST_OPTS = SMALL_OPTS + ["MODEL.RPN.PRE_NMS_TOPK_TEST", "100", "MODEL.RPN.POST_NMS_TOPK_TEST",
-                          "50", "TEST.DETECTIONS_PER_IMAGE", "20"]
+FAST_OPTS = SMALL_OPTS + [
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "100",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "50",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+]
 CLASSES = ["ASC-US", "LSIL", "HSIL", "AGC"]
 
 

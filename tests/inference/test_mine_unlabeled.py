@@ -4,6 +4,7 @@ Inputs: a 512x384 PNG (a "large image", mined on level 0), the same pixels as a 
 slide (mined on level 1) and a corrupt file. Checked: the pool loads with ``load_unlabeled``
 and through the config key, provenance fields, patch pixels, resume and re-mining.
 """
+
 import json
 import os
 
@@ -24,8 +25,10 @@ TISSUE = (0, 0, 384, 384)  # the right 128 columns are glass
 MARKERS = [(150, 150, 170, 170), (300, 20, 320, 40), (450, 300, 470, 320)]  # last on glass
 # Level-0 patch origins expected: PNG on level 0 (the glass marker's tile is skipped) and the
 # TIFF on level 1 (256x192, tiles at level-1 x 0/128, y 0/64; each holds a marker).
-EXPECTED = {"image.png": {(128, 128), (256, 0)},
-            "slide.tif": {(0, 0), (0, 128), (256, 0), (256, 128)}}
+EXPECTED = {
+    "image.png": {(128, 128), (256, 0)},
+    "slide.tif": {(0, 0), (0, 128), (256, 0), (256, 128)},
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +50,36 @@ def inputs(tmp_path):
 
 
 def _run(mine, inputs, out, detector, *extra):
-    argv = ["--config-file", CONFIG, "--weights", "fake.pth",
-            "--input", inputs["png"], inputs["broken"], inputs["tif"], "--output", str(out), "--patch-size", str(PATCH), "--level", "1",
-            "--classes", ",".join(CLASSES), "--no-progress", *extra, *SMALL_OPTS]
+    argv = [
+        "--config-file",
+        CONFIG,
+        "--weights",
+        "fake.pth",
+        "--input",
+        inputs["png"],
+        inputs["broken"],
+        inputs["tif"],
+        "--output",
+        str(out),
+        "--patch-size",
+        str(PATCH),
+        "--level",
+        "1",
+        "--classes",
+        ",".join(CLASSES),
+        "--no-progress",
+        *extra,
+        *SMALL_OPTS,
+    ]
     return mine.main(argv, predictor_factory=lambda cfg, args: detector)
 
 
 def _mtimes(folder):
-    return {os.path.join(root, n): os.stat(os.path.join(root, n)).st_mtime_ns
-            for root, _, names in os.walk(folder) for n in names}
+    return {
+        os.path.join(root, n): os.stat(os.path.join(root, n)).st_mtime_ns
+        for root, _, names in os.walk(folder)
+        for n in names
+    }
 
 
 def test_mine_resume_and_remine(mine, inputs, tmp_path, capsys):
@@ -63,8 +87,7 @@ def test_mine_resume_and_remine(mine, inputs, tmp_path, capsys):
     assert _run(mine, inputs, out, MarkerDetector()) == 1  # the corrupt input failed
     assert f"error: {inputs['broken']}: " in capsys.readouterr().err
 
-    records = load_unlabeled(str(out / "unlabeled.json"), str(out / "images"),
-                             check_images="full")
+    records = load_unlabeled(str(out / "unlabeled.json"), str(out / "images"), check_images="full")
     found = {}
     for r in records:
         found.setdefault(os.path.basename(r["slide"]), set()).add((r["x"], r["y"]))
@@ -73,25 +96,30 @@ def test_mine_resume_and_remine(mine, inputs, tmp_path, capsys):
         assert r["top_score"] == pytest.approx(0.9) and r["top_class"] == CLASSES[2]
         assert r["num_detections"] >= 1
         level = 1 if r["slide"].endswith(".tif") else 0
-        assert r["level"] == level and r["downsample"] == 2.0 ** level
+        assert r["level"] == level and r["downsample"] == 2.0**level
         stem = os.path.splitext(os.path.basename(r["slide"]))[0]
         assert r["file_name"] == str(out / "images" / stem / f"{r['x']}_{r['y']}.png")
         patch = cv2.cvtColor(cv2.imread(r["file_name"]), cv2.COLOR_BGR2RGB)
         with open_slide(r["slide"]) as reader:  # the patch is the slide's own pixels
-            np.testing.assert_array_equal(patch, reader.read_region(r["x"], r["y"], level,
-                                                                    PATCH, PATCH))
+            np.testing.assert_array_equal(
+                patch, reader.read_region(r["x"], r["y"], level, PATCH, PATCH)
+            )
         if level == 0:
             x, y = r["x"], r["y"]
-            np.testing.assert_array_equal(patch, inputs["image"][y:y + PATCH, x:x + PATCH])
+            np.testing.assert_array_equal(patch, inputs["image"][y : y + PATCH, x : x + PATCH])
     assert found == EXPECTED
 
     data = json.loads((out / "unlabeled.json").read_text())
     assert data["annotations"] == [] and [c["name"] for c in data["categories"]] == CLASSES
     name = f"mined_{abs(hash(str(out)))}"
-    build_cfg(CONFIG, SMALL_OPTS + [
-        "DUALALIGN.DATASETS.UNLABELED",
-        [[name, str(out / "unlabeled.json"), str(out / "images")]],
-    ])
+    build_cfg(
+        CONFIG,
+        SMALL_OPTS
+        + [
+            "DUALALIGN.DATASETS.UNLABELED",
+            [[name, str(out / "unlabeled.json"), str(out / "images")]],
+        ],
+    )
     assert len(DatasetCatalog.get(name)) == len(records) == 6
 
     # Resume: finished slides are skipped, nothing is rewritten but the pool json.

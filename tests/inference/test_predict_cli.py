@@ -3,6 +3,7 @@
 The random model's detections are meaningless, so ``--score-thresh 0`` makes it write some and
 the checks are on the files: presence, CSV columns, valid JSON, counts that agree.
 """
+
 import csv
 import json
 import os
@@ -26,8 +27,13 @@ from dualalign.wsi.synthetic_slide import make_synthetic_slide, write_pyramidal_
 
 from .conftest import CLASSES, CONFIG, FAST_OPTS, REPO_ROOT, SMALL_OPTS, load_script
 
-OUTPUT_FILES = ("detections.coco.json", "images.json", "detections.csv", "summary.csv",
-                "summary.json")
+OUTPUT_FILES = (
+    "detections.coco.json",
+    "images.json",
+    "detections.csv",
+    "summary.csv",
+    "summary.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +62,32 @@ def _read_csv(path):
         return list(csv.reader(f))
 
 
-def test_predict_images_and_slide_with_a_corrupt_input(predict, inputs, tiny_checkpoint,
-                                                       tmp_path, capsys):
+def test_predict_images_and_slide_with_a_corrupt_input(
+    predict, inputs, tiny_checkpoint, tmp_path, capsys
+):
     out = tmp_path / "out"
-    code = predict.main([
-        "--config-file", CONFIG, "--weights", tiny_checkpoint,
-        "--input", inputs["patches"], inputs["broken"], inputs["slide"],
-        "--output", str(out), "--score-thresh", "0.0", "--overlap", "32",
-        "--classes", ",".join(CLASSES), "--no-progress", *FAST_OPTS,
-    ])
+    code = predict.main(
+        [
+            "--config-file",
+            CONFIG,
+            "--weights",
+            tiny_checkpoint,
+            "--input",
+            inputs["patches"],
+            inputs["broken"],
+            inputs["slide"],
+            "--output",
+            str(out),
+            "--score-thresh",
+            "0.0",
+            "--overlap",
+            "32",
+            "--classes",
+            ",".join(CLASSES),
+            "--no-progress",
+            *FAST_OPTS,
+        ]
+    )
     assert code == 1  # the corrupt input failed, the others were processed
     stderr = capsys.readouterr().err
     assert f"error: {inputs['broken']}: " in stderr
@@ -118,9 +141,12 @@ def test_cli_subprocess_exit_codes(inputs, tiny_checkpoint, tmp_path):
     script = os.path.join(REPO_ROOT, "scripts", "predict.py")
     base = [sys.executable, script, "--config-file", CONFIG, "--output", str(tmp_path / "o")]
     ok = subprocess.run(
-        base + ["--weights", tiny_checkpoint, "--input", inputs["patches"], "--no-progress",
-                *FAST_OPTS],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        base
+        + ["--weights", tiny_checkpoint, "--input", inputs["patches"], "--no-progress", *FAST_OPTS],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -130,9 +156,19 @@ def test_cli_subprocess_exit_codes(inputs, tiny_checkpoint, tmp_path):
 
 
 def test_missing_weights_is_a_setup_error(predict, inputs, tmp_path, capsys):
-    code = predict.main(["--config-file", CONFIG, "--weights", str(tmp_path / "nope.pth"),
-                         "--input", inputs["patches"], "--output", str(tmp_path / "o"),
-                         *SMALL_OPTS])
+    code = predict.main(
+        [
+            "--config-file",
+            CONFIG,
+            "--weights",
+            str(tmp_path / "nope.pth"),
+            "--input",
+            inputs["patches"],
+            "--output",
+            str(tmp_path / "o"),
+            *SMALL_OPTS,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "nope.pth: no such file" in err and len(err.strip().splitlines()) == 1
@@ -189,6 +225,8 @@ def test_class_names_fall_back_to_class_index():
 
 def test_checkpoint_of_another_model_is_refused(tiny_checkpoint):
     cfg = build_cfg(CONFIG, SMALL_OPTS + ["MODEL.ROI_HEADS.NUM_CLASSES", "3"])
-    with pytest.raises(CheckpointMismatchError, match="cls_score.weight .* other shapes|other "
-                       "shapes .*cls_score"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match="cls_score.weight .* other shapes|other " "shapes .*cls_score",
+    ):
         BatchPredictor(cfg, tiny_checkpoint)

@@ -4,6 +4,7 @@ The marker straddles the border between two tiles: the left tile sees a sliver o
 the whole box ~0.3, below the NMS threshold), the right tile sees it whole. One detection must
 come out, at the marker's level-0 box, on level 0 and on level 1. Tiles on glass are not run.
 """
+
 import numpy as np
 import pytest
 
@@ -33,8 +34,15 @@ def test_border_cell_gives_one_detection_in_level0(slide_path, level, tile_size,
     detector = MarkerDetector()
     with open_slide(slide_path) as reader:
         assert reader.backend == "openslide" and reader.level_count == 2
-        result = detect_slide(detector, reader, level=level, tile_size=tile_size,
-                              overlap=overlap, batch_size=3, progress=False)
+        result = detect_slide(
+            detector,
+            reader,
+            level=level,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=3,
+            progress=False,
+        )
     # The border cell was seen by two tiles (one cut, one whole) and merged into one box.
     assert result["tile_num_detections"].sum() == 2
     assert len(result["boxes"]) == 1
@@ -47,8 +55,7 @@ def test_border_cell_gives_one_detection_in_level0(slide_path, level, tile_size,
 def test_glass_tiles_are_skipped(slide_path):
     detector = MarkerDetector()
     with open_slide(slide_path) as reader:
-        result = detect_slide(detector, reader, level=0, tile_size=256, overlap=64,
-                              progress=False)
+        result = detect_slide(detector, reader, level=0, tile_size=256, overlap=64, progress=False)
     tiles, selected = result["tiles"], result["selected"]
     on_tissue = np.flatnonzero(tiles[:, 0] < TISSUE[2])
     np.testing.assert_array_equal(selected, on_tissue)  # exactly the tiles touching tissue
@@ -62,4 +69,3 @@ def test_min_tissue_zero_runs_every_tile(slide_path):
         assert len(selection.selected) == len(selection.tiles)
         with pytest.raises(ValueError, match="level 2 does not exist"):
             select_tiles(reader, 2, 128, 32)
-

@@ -1,4 +1,5 @@
 """The tile-pair merge equals one NMS over the whole slide, and finds every overlapping pair."""
+
 import numpy as np
 import pytest
 
@@ -65,8 +66,10 @@ def test_drop_covered_truncated_uses_overlapping_tiles_only():
     cut = np.array([[240.0, 100, 256, 150]])  # tile 0 sees the cell cut at x = 256
     whole = np.array([[240.0, 100, 290, 150]])  # tile 1 sees it whole
     keep = drop_covered_truncated(
-        [cut, whole, whole + [600, 0, 600, 0]], [np.array([1])] * 3,
-        [np.array([True]), np.array([False]), np.array([False])], regions,
+        [cut, whole, whole + [600, 0, 600, 0]],
+        [np.array([1])] * 3,
+        [np.array([True]), np.array([False]), np.array([False])],
+        regions,
         overlapping_pairs(regions),
     )
     assert [k.tolist() for k in keep] == [[False], [True], [True]]
@@ -78,5 +81,7 @@ def test_covered_by_complete_only_flags_truncated_same_class():
     others = np.array([[240, 100, 290, 150]], float)
     flagged = covered_by_complete(boxes, np.array([1, 0, 1]), truncated, others, np.array([1]))
     assert flagged.tolist() == [True, False, False]  # class 0 differs; box 2 is complete
-    assert covered_by_complete(boxes, np.zeros(3), truncated, np.zeros((0, 4)),
-                               np.zeros(0)).tolist() == [False] * 3
+    assert (
+        covered_by_complete(boxes, np.zeros(3), truncated, np.zeros((0, 4)), np.zeros(0)).tolist()
+        == [False] * 3
+    )

@@ -1,11 +1,12 @@
 """DualAlignRCNN / DualAlignROIHeads on CPU: losses, pseudo labels, inference parity."""
+
 import os
 
 import pytest
 import torch
-from dualalign_testing import REPO_ROOT, tiny_opts
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from dualalign_testing import REPO_ROOT, tiny_opts
 
 from dualalign.engine.checkpoint import AtomicCheckpointer
 from dualalign.engine.setup import build_cfg
@@ -21,11 +22,16 @@ def fake_batch(n, labeled, seed):
     g = torch.Generator().manual_seed(seed)
     batch = []
     for _ in range(n):
-        item = {"image": torch.randint(0, 255, (3, 128, 128), generator=g, dtype=torch.uint8),
-                "height": 128, "width": 128}
+        item = {
+            "image": torch.randint(0, 255, (3, 128, 128), generator=g, dtype=torch.uint8),
+            "height": 128,
+            "width": 128,
+        }
         if labeled:
             inst = Instances((128, 128))
-            inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 120.0, 110.0]]))
+            inst.gt_boxes = Boxes(
+                torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 120.0, 110.0]])
+            )
             inst.gt_classes = torch.tensor([0, 2])
             item["instances"] = inst
         batch.append(item)
@@ -58,8 +64,16 @@ def test_training_forward_returns_supervised_and_metric_terms():
     model.train()
     with EventStorage():
         losses = model(fake_batch(2, True, 0), fake_batch(2, False, 1))
-    expected = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg",
-                "loss_pml_l", "loss_pml_u", "loss_pmb_l", "loss_pmb_u"}
+    expected = {
+        "loss_rpn_cls",
+        "loss_rpn_loc",
+        "loss_cls",
+        "loss_box_reg",
+        "loss_pml_l",
+        "loss_pml_u",
+        "loss_pmb_l",
+        "loss_pmb_u",
+    }
     assert set(losses) == expected
     assert all(torch.isfinite(v) for v in losses.values())
     total = sum(losses.values())
@@ -75,8 +89,11 @@ def test_training_forward_returns_supervised_and_metric_terms():
 def test_unlabeled_terms_leave_the_proxies_alone():
     torch.manual_seed(0)
     _, model = build(
-        CPU_CFG, "unl", DUALALIGN__PSEUDO__SCORE_THRESH=0.0,
-        DUALALIGN__LOSS__PML_LABELED=False, DUALALIGN__LOSS__PMB_LABELED=False,
+        CPU_CFG,
+        "unl",
+        DUALALIGN__PSEUDO__SCORE_THRESH=0.0,
+        DUALALIGN__LOSS__PML_LABELED=False,
+        DUALALIGN__LOSS__PMB_LABELED=False,
     )
     model.train()
     with EventStorage():
@@ -88,8 +105,9 @@ def test_unlabeled_terms_leave_the_proxies_alone():
 
 
 def test_ablation_switches_remove_terms():
-    _, model = build(CPU_CFG, "abl", DUALALIGN__LOSS__PMB_LABELED=False,
-                     DUALALIGN__LOSS__PMB_UNLABELED=False)
+    _, model = build(
+        CPU_CFG, "abl", DUALALIGN__LOSS__PMB_LABELED=False, DUALALIGN__LOSS__PMB_UNLABELED=False
+    )
     model.train()
     with EventStorage():
         losses = model(fake_batch(1, True, 4), fake_batch(1, False, 5))
@@ -124,8 +142,13 @@ def test_inference_parity_with_the_plain_detector(tmp_path):
 def test_single_class_requires_a_background_proxy():
     with pytest.raises(ValueError, match="INCLUDE_BACKGROUND"):
         build(CPU_CFG, "c1", MODEL__ROI_HEADS__NUM_CLASSES=1)
-    _, model = build(CPU_CFG, "c1bg", MODEL__ROI_HEADS__NUM_CLASSES=1,
-                     DUALALIGN__PROXY__INCLUDE_BACKGROUND=True, DUALALIGN__PSEUDO__SCORE_THRESH=0.0)
+    _, model = build(
+        CPU_CFG,
+        "c1bg",
+        MODEL__ROI_HEADS__NUM_CLASSES=1,
+        DUALALIGN__PROXY__INCLUDE_BACKGROUND=True,
+        DUALALIGN__PSEUDO__SCORE_THRESH=0.0,
+    )
     model.train()
     labeled = fake_batch(1, True, 9)
     labeled[0]["instances"].gt_classes = torch.tensor([0, 0])

@@ -1,4 +1,5 @@
 """PrototypeMemoryBank: FIFO ring, class means and checkpoint round trip."""
+
 import io
 
 import pytest

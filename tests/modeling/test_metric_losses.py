@@ -1,4 +1,5 @@
 """dualalign.modeling.metric_losses against hand-computed values, naive loops and gradcheck."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """lambda(t) of Eq. 9 and CSD's ramp-down."""
+
 import math
 
 import pytest

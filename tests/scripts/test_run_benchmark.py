@@ -1,4 +1,5 @@
 """The benchmark harness: grid, outputs, skipping finished runs and resuming a crashed one."""
+
 import json
 import os
 import sys
@@ -13,26 +14,65 @@ import dualalign.benchmark.datasets as bench_datasets  # noqa: E402
 from dualalign.benchmark.report import mean_std, tables_markdown  # noqa: E402
 
 SHRINK = [
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
-    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "64",
 ]
 
 
 @pytest.mark.slow
 def test_grid_outputs_skip_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_datasets, "SYNTHETIC_SIZES",
-                        dict(num_labeled=8, num_unlabeled=16, num_val=2, num_test=4))
-    argv = ["--dataset", "synthetic", "--data-root", str(tmp_path / "data"),
-            "--methods", "supervised", "dualalign", "--fractions", "0.5", "1.0",
-            "--seeds", "0", "--iters", "2", "--output", str(tmp_path / "results")] + SHRINK
+    monkeypatch.setattr(
+        bench_datasets,
+        "SYNTHETIC_SIZES",
+        dict(num_labeled=8, num_unlabeled=16, num_val=2, num_test=4),
+    )
+    argv = [
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--methods",
+        "supervised",
+        "dualalign",
+        "--fractions",
+        "0.5",
+        "1.0",
+        "--seeds",
+        "0",
+        "--iters",
+        "2",
+        "--output",
+        str(tmp_path / "results"),
+    ] + SHRINK
     assert run_benchmark.main(argv) == 0
     out = tmp_path / "results" / "synthetic"
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert len(runs) == 4
-    keys = {"method", "labeled_fraction", "seed", "mAP", "per_class", "iterations", "config",
-            "date", "machine"}
+    keys = {
+        "method",
+        "labeled_fraction",
+        "seed",
+        "mAP",
+        "per_class",
+        "iterations",
+        "config",
+        "date",
+        "machine",
+    }
     assert all(keys <= set(r) for r in runs)
     assert {r["method"] for r in runs} == {"supervised", "dualalign"}
     assert all(set(r["per_class"]) == {"ASC-US", "LSIL", "HSIL", "AGC"} for r in runs)
@@ -61,8 +101,16 @@ def test_tables_mean_and_std():
     assert mean_std([3.0]) == "3.0"
     assert mean_std([]) == "n/a"
     runs = [
-        {"method": m, "labeled_fraction": 0.25, "seed": s, "mAP": v, "per_class": {"A": v},
-         "iterations": 5, "date": "2026-11-26", "machine": "test"}
+        {
+            "method": m,
+            "labeled_fraction": 0.25,
+            "seed": s,
+            "mAP": v,
+            "per_class": {"A": v},
+            "iterations": 5,
+            "date": "2026-11-26",
+            "machine": "test",
+        }
         for m, s, v in [("supervised", 0, 10.0), ("supervised", 1, 12.0), ("dualalign", 0, 13.0)]
     ]
     md = tables_markdown(runs, "toy")
@@ -77,7 +125,8 @@ def test_cervix93_needs_its_path(tmp_path):
 
 def test_cervix93_opts(shared_data_dir):
     data = bench_datasets.prepare_dataset(
-        "cervix93", os.path.join(shared_data_dir, "cervix93"), True, "c93_agnostic_test")
+        "cervix93", os.path.join(shared_data_dir, "cervix93"), True, "c93_agnostic_test"
+    )
     opts = dict(zip(data["opts"][::2], data["opts"][1::2]))
     assert opts["MODEL.ROI_HEADS.NUM_CLASSES"] == "1"
     assert "REMAINDER_AS_UNLABELED" in " ".join(data["fraction_opts"](0.25))

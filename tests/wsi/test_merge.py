@@ -1,4 +1,5 @@
 """Merging tile detections: one cell on a tile border seen twice gives one slide detection."""
+
 import numpy as np
 import torch
 from torchvision.ops import box_iou

@@ -1,4 +1,5 @@
 """Tile grid geometry: stride, full coverage, flush last tiles, small images, bad overlaps."""
+
 import numpy as np
 import pytest
 

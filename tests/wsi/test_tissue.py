@@ -3,6 +3,7 @@
 The slide is written as a 3-level pyramidal TIFF (OpenSlide's generic-tiff) and as a PNG (the
 in-memory fallback reader); both must give the same pixels.
 """
+
 import cv2
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ TISSUE_BOXES = [(200, 150, 700, 600), (1200, 300, 1900, 900), (400, 1000, 1000, 
 def _boxes_mask(width, height, boxes, downsample=1):
     mask = np.zeros((height // downsample, width // downsample), dtype=bool)
     for x0, y0, x1, y1 in boxes:
-        mask[y0 // downsample:y1 // downsample, x0 // downsample:x1 // downsample] = True
+        mask[y0 // downsample : y1 // downsample, x0 // downsample : x1 // downsample] = True
     return mask
 
 
