@@ -19,7 +19,10 @@ def build_cfg(config_file: str = "", opts=(), device: str = "auto"):
     cfg = get_cfg()
     add_dualalign_config(cfg)
     if config_file:
-        cfg.merge_from_file(config_file)
+        if not config_file.endswith((".yaml", ".yml")):
+            raise ValueError(f"{config_file}: configs are YAML files (.yaml); got another type")
+        # detectron2 falls back to yaml.unsafe_load by default; a config must never run code.
+        cfg.merge_from_file(config_file, allow_unsafe=False)
     cfg.merge_from_list(list(opts))
     if device == "auto":
         if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -87,3 +87,16 @@ def test_config_errors_name_key_value_and_range(key, value, match):
     with pytest.raises(ValueError, match=match) as err:
         build_cfg(CPU_CFG, [key, value])
     assert "allowed" in str(err.value)
+
+
+def test_configs_are_parsed_safely(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    marker = tmp_path / "pwned"
+    evil.write_text(f"OUTPUT_DIR: !!python/object/apply:os.system ['touch {marker}']\n")
+    import yaml
+
+    with pytest.raises(yaml.constructor.ConstructorError):
+        build_cfg(str(evil))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="YAML"):
+        build_cfg(str(tmp_path / "config.py"))
