@@ -15,6 +15,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..data.synthetic import render_patch
+from ..engine.semi_trainer import SemiSupervisedTrainer
 
 
 def synthetic_batch(n: int, size: int, labeled: bool, seed: int, device) -> List[dict]:
@@ -76,6 +77,9 @@ def time_training_steps(
             else:
                 total.backward()
                 opt.step()
+            # The trainer's single host copy of the step (losses + statistics).
+            stats = model.step_statistics() if hasattr(model, "step_statistics") else {}
+            SemiSupervisedTrainer._to_host({**losses, **stats})
             if hasattr(model, "after_step"):
                 model.after_step()
             _sync(device)

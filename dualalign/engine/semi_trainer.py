@@ -74,16 +74,25 @@ class SemiSupervisedTrainer(SimpleTrainer):
             else:
                 loss_dict = self.model(labeled, unlabeled)
             losses = sum(v * weight if k in semi_names else v for k, v in loss_dict.items())
-
-        if not self._all_finite(losses):
-            self._bad_step(loss_dict)
-            return
         self.optimizer.zero_grad()
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
         else:
-            losses.backward()
-        self._write_semi_metrics(loss_dict, semi_names, weight, data_time)
+            losses.backward()  # harmless when a term is not finite: then no step is taken
+
+        # The step's only host-device sync: loss terms and the model's statistics together.
+        stats = core.step_statistics() if hasattr(core, "step_statistics") else {}
+        values = self._to_host({**loss_dict, **stats})
+        terms = {k: values[k] for k in loss_dict}
+        if not self._all_finite(
+            sum(v * weight if k in semi_names else v for k, v in terms.items())
+        ):
+            self.optimizer.zero_grad()
+            self._bad_step(terms)
+            return
+        self._write_semi_metrics(
+            terms, {k: values[k] for k in stats}, semi_names, weight, data_time
+        )
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
@@ -92,23 +101,33 @@ class SemiSupervisedTrainer(SimpleTrainer):
         if hasattr(core, "after_step"):
             core.after_step()
 
-    def _all_finite(self, losses: torch.Tensor) -> bool:
-        finite = torch.isfinite(losses.detach()).float()
+    @staticmethod
+    def _to_host(tensors: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        if not tensors:
+            return {}
+        flat = torch.stack(
+            [torch.as_tensor(v).detach().float().reshape(()) for v in tensors.values()]
+        )
+        return dict(zip(tensors.keys(), flat.cpu().tolist()))
+
+    def _all_finite(self, total: float) -> bool:
+        finite = float(np.isfinite(total))
         if comm.get_world_size() > 1:
-            # All ranks must agree, or a rank skipping backward would hang the others in DDP.
-            finite = finite.to(self._comm_device())
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item())
+            # All ranks must agree, or a rank skipping the step would hang the others in DDP.
+            flag = torch.tensor(finite, device=self._comm_device())
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = float(flag.item())
+        return finite > 0
 
     @staticmethod
     def _comm_device():
         return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
 
-    def _bad_step(self, loss_dict: Dict[str, torch.Tensor]):
+    def _bad_step(self, terms: Dict[str, float]):
         self.num_bad_steps += 1
-        terms = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in sorted(loss_dict.items()))
+        listed = ", ".join(f"{k}={v:.6g}" for k, v in sorted(terms.items()))
         where = self.last_checkpoint() or "none written yet"
-        msg = f"non-finite loss at iteration {self.iter}: {terms}. Last good checkpoint: {where}"
+        msg = f"non-finite loss at iteration {self.iter}: {listed}. Last good checkpoint: {where}"
         if self.num_bad_steps > self.max_bad_steps:
             raise FloatingPointError(
                 msg + f" ({self.num_bad_steps} bad steps; DUALALIGN.SOLVER.MAX_BAD_STEPS = "
@@ -117,12 +136,9 @@ class SemiSupervisedTrainer(SimpleTrainer):
         get_event_storage().put_scalar("bad_steps", self.num_bad_steps, smoothing_hint=False)
         logger.warning(msg + " -- step skipped, no update")
 
-    def _write_semi_metrics(self, loss_dict, semi_names, weight: float, data_time: float):
-        """Log every raw term, lambda(t), and the weighted total actually optimised."""
-        metrics = {k: v.detach().float() for k, v in loss_dict.items()}
-        values = torch.stack(list(metrics.values())).cpu().tolist() if metrics else []
-        metrics = dict(zip(metrics.keys(), values), data_time=data_time)
-        all_metrics = comm.gather(metrics)
+    def _write_semi_metrics(self, terms, stats, semi_names, weight: float, data_time: float):
+        """Log every raw term, lambda(t), the weighted total actually optimised, the stats."""
+        all_metrics = comm.gather(dict(terms, data_time=data_time))
         if not comm.is_main_process():
             return
         storage = get_event_storage()
@@ -133,6 +149,8 @@ class SemiSupervisedTrainer(SimpleTrainer):
         storage.put_scalar("lambda", weight, smoothing_hint=False)
         if means:
             storage.put_scalars(**means)
+        if stats:  # rank 0's pseudo-label and bank statistics
+            storage.put_scalars(smoothing_hint=False, **stats)
 
     def state_dict(self):
         ret = super().state_dict()

@@ -82,7 +82,10 @@ class PrototypeMemoryBank(nn.Module):
         k = rows.shape[0]
         if k == 0:
             return
-        if bool(labels.min() < 0) or bool(labels.max() >= self.num_classes):
+        # Checked on the CPU only: on a GPU the check would stall every step on a sync.
+        if not labels.is_cuda and (
+            bool(labels.min() < 0) or bool(labels.max() >= self.num_classes)
+        ):
             raise ValueError(
                 f"PrototypeMemoryBank.push: labels must lie in [0, {self.num_classes}), got "
                 f"min {int(labels.min())}, max {int(labels.max())}"

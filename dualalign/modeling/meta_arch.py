@@ -6,7 +6,6 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList
-from detectron2.utils.events import get_event_storage
 
 from .dual_alignment import LOSS_NAMES
 from .rampup import sigmoid_rampup
@@ -98,10 +97,7 @@ class DualAlignRCNN(GeneralizedRCNN):
     def after_step(self):
         """Post-optimizer-step update: push this step's labelled prototypes into the bank."""
         self.roi_heads.push_prototypes()
-        try:
-            storage = get_event_storage()
-        except AssertionError:  # outside a trainer
-            return
-        fill = self.roi_heads.memory_bank.fill_per_class().tolist()  # one device sync
-        for c, n in enumerate(fill):
-            storage.put_scalar(f"bank/fill_c{c}", n, smoothing_hint=False)
+
+    def step_statistics(self):
+        """Pseudo-label and memory-bank statistics of the step, logged by the trainer."""
+        return self.roi_heads.step_statistics()

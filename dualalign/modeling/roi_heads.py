@@ -12,7 +12,6 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import ImageList, Instances
-from detectron2.utils.events import get_event_storage
 
 from .dual_alignment import LOSS_NAMES, MetricBatch, dual_alignment_losses
 from .memory_bank import PrototypeMemoryBank
@@ -58,6 +57,7 @@ class DualAlignROIHeads(StandardROIHeads):
             # wait for their gradient (and the optimizer leaves them untouched).
             self.proxies.requires_grad_(False)
         self._step_prototypes = None
+        self._step_stats: Dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -159,18 +159,21 @@ class DualAlignROIHeads(StandardROIHeads):
         return losses
 
     def _log_pseudo_label_stats(self, unlabeled: Optional[MetricBatch]):
-        try:
-            storage = get_event_storage()
-        except AssertionError:  # called outside a trainer (tests, scripts)
-            return
+        # Kept as tensors: the trainer copies them to the host with the losses, in one sync.
         if unlabeled is None:
             return
         counts = torch.bincount(unlabeled.y, minlength=self.num_classes).float()
         mean_score = unlabeled.q.mean() if len(unlabeled.q) else unlabeled.q.new_zeros(())
-        stats = torch.cat([counts, mean_score[None]]).tolist()  # one device sync
         for c in range(self.num_classes):
-            storage.put_scalar(f"pseudo/count_c{c}", stats[c], smoothing_hint=False)
-        storage.put_scalar("pseudo/mean_score", stats[-1], smoothing_hint=False)
+            self._step_stats[f"pseudo/count_c{c}"] = counts[c]
+        self._step_stats["pseudo/mean_score"] = mean_score
+
+    def step_statistics(self) -> Dict[str, torch.Tensor]:
+        """This step's pseudo-label counts / mean score and bank fill per class (0-d tensors)."""
+        stats, self._step_stats = self._step_stats, {}
+        fill = self.memory_bank.fill_per_class()
+        stats.update({f"bank/fill_c{c}": fill[c] for c in range(self.num_classes)})
+        return stats
 
     @torch.no_grad()
     def push_prototypes(self):
