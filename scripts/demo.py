@@ -38,7 +38,7 @@ METHODS = {
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--iters", type=int, default=300, help="training iterations per method")
+    p.add_argument("--iters", type=int, default=250, help="training iterations per method")
     p.add_argument("--output", default="demo_output")
     p.add_argument("--data", default="datasets/synthetic")
     p.add_argument("--seed", type=int, default=0)
