@@ -15,7 +15,10 @@ import logging
 import os
 import sys
 import time
+import warnings
 
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
@@ -55,7 +58,7 @@ def method_cfg(config, args, method):
         "SOLVER.MAX_ITER",
         str(args.iters),
         "SOLVER.STEPS",
-        f"({int(args.iters * 0.8)},)",
+        f"({int(args.iters * 0.8)},)" if args.iters >= 10 else "()",
         "SOLVER.WARMUP_ITERS",
         str(min(100, args.iters // 5)),
         "SOLVER.CHECKPOINT_PERIOD",
@@ -83,6 +86,14 @@ def train_and_evaluate(cfg):
     from detectron2.engine import default_setup
 
     default_setup(cfg, argparse.Namespace(config_file="", eval_only=False, opts=[]))
+    # Full logs (losses every 20 iterations, evaluation) go to OUTPUT_DIR/log.txt; the console
+    # shows the summary only.
+    for name in ("detectron2", "d2", "fvcore", "dualalign"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                handler.setLevel(logging.WARNING)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
