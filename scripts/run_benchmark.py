@@ -71,6 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=0, help="override the preset's iterations")
     p.add_argument("--output", default="results")
     p.add_argument("--num-gpus", type=int, default=1)
+    p.add_argument("--tag", default="", help="suffix of the results folder, for variants")
     p.add_argument("--report-only", action="store_true", help="rebuild tables from finished runs")
     p.add_argument(
         "opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config pairs for all runs"
@@ -116,7 +117,6 @@ def run_one(args, preset, data, method, fraction, seed, run_dir, iters):
             "DUALALIGN.LOG_PERIOD",
             "20",
         ]
-        + list(args.opts)
     )
     if args.preset == "cpu":
         ramp = str(iters // 2)
@@ -132,6 +132,7 @@ def run_one(args, preset, data, method, fraction, seed, run_dir, iters):
             "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS",
             ramp,
         ]
+    opts += list(args.opts)  # last, so that a variant's opts win over the preset's
     resume = os.path.isfile(os.path.join(run_dir, "last_checkpoint"))
     cmd = (
         [
@@ -191,6 +192,7 @@ def main(argv=None):
     preset = PRESETS[args.preset]
     iters = args.iters or preset["iters"]
     label = args.dataset + ("_agnostic" if args.class_agnostic else "")
+    label += f"-{args.tag}" if args.tag else ""
     out_dir = os.path.join(args.output, label)
     data = prepare_dataset(args.dataset, args.data_root, args.class_agnostic, label)
     grid = [(f, m, s) for f in args.fractions for m in args.methods for s in args.seeds]
