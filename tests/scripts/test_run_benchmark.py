@@ -49,7 +49,6 @@ def test_grid_outputs_skip_and_resume(tmp_path, monkeypatch):
         "supervised",
         "dualalign",
         "--fractions",
-        "0.5",
         "1.0",
         "--seeds",
         "0",
