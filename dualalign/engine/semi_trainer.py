@@ -56,6 +56,7 @@ class SemiSupervisedTrainer(SimpleTrainer):
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.max_bad_steps = max_bad_steps
         self.num_bad_steps = 0
+        self._last_terms = {}
         self.last_checkpoint = last_checkpoint or (lambda: None)
 
     def run_step(self):
@@ -68,12 +69,21 @@ class SemiSupervisedTrainer(SimpleTrainer):
         core = unwrap(self.model)
         weight = core.semi_loss_weight(self.iter) if hasattr(core, "semi_loss_weight") else 1.0
         semi_names = set(getattr(core, "semi_loss_names", ()))
-        with torch.autocast("cuda", enabled=self.amp):
-            if unlabeled is None:
-                loss_dict = self.model(labeled)
-            else:
-                loss_dict = self.model(labeled, unlabeled)
-            losses = sum(v * weight if k in semi_names else v for k, v in loss_dict.items())
+        try:
+            with torch.autocast("cuda", enabled=self.amp):
+                if unlabeled is None:
+                    loss_dict = self.model(labeled)
+                else:
+                    loss_dict = self.model(labeled, unlabeled)
+                losses = sum(v * weight if k in semi_names else v for k, v in loss_dict.items())
+        except FloatingPointError as e:
+            # detectron2's RPN raises this itself once the weights hold Inf/NaN (no losses yet).
+            where = self.last_checkpoint() or "none written yet"
+            listed = ", ".join(f"{k}={v:.6g}" for k, v in sorted(self._last_terms.items()))
+            raise FloatingPointError(
+                f"{e} At iteration {self.iter}; loss terms of the previous step: {listed}. "
+                f"Last good checkpoint: {where}. Lower SOLVER.BASE_LR or the loss weights."
+            ) from e
         self.optimizer.zero_grad()
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
@@ -90,6 +100,7 @@ class SemiSupervisedTrainer(SimpleTrainer):
             self.optimizer.zero_grad()
             self._bad_step(terms)
             return
+        self._last_terms = terms
         self._write_semi_metrics(
             terms, {k: values[k] for k in stats}, semi_names, weight, data_time
         )

@@ -208,3 +208,24 @@ def test_unreadable_unlabeled_image_skip_and_strict(tiny_synthetic, tmp_path):
     trainer.resume_or_load(resume=False)
     with pytest.raises(ImageReadError, match="broken.png"):
         trainer.train()
+
+
+def test_divergence_inside_the_model_names_iteration_and_checkpoint(tiny_synthetic, tmp_path):
+    opts = tiny_opts(
+        tiny_synthetic, tmp_path, "div", SOLVER__MAX_ITER=5, SOLVER__CHECKPOINT_PERIOD=2
+    )
+    trainer = Trainer(build_cfg(CPU_CFG, opts))
+    trainer.resume_or_load(resume=False)
+    rpn_forward = trainer.model.proposal_generator.forward
+
+    def diverging(*args, **kwargs):
+        if trainer.iter == 3:
+            raise FloatingPointError("Predicted boxes or scores contain Inf/NaN.")
+        return rpn_forward(*args, **kwargs)
+
+    trainer.model.proposal_generator.forward = diverging
+    with pytest.raises(FloatingPointError) as err:
+        trainer.train()
+    msg = str(err.value)
+    assert "At iteration 3" in msg and "loss_cls=" in msg
+    assert str(tmp_path / "model_0000001.pth") in msg
