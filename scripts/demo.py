@@ -82,18 +82,23 @@ def method_cfg(config, args, method):
     return build_cfg(os.path.join(REPO_ROOT, config), opts, device=device)
 
 
-def train_and_evaluate(cfg):
-    from detectron2.engine import default_setup
-
-    default_setup(cfg, argparse.Namespace(config_file="", eval_only=False, opts=[]))
-    # Full logs (losses every 20 iterations, evaluation) go to OUTPUT_DIR/log.txt; the console
-    # shows the summary only.
+def log_to_file(output_dir):
+    """Send detectron2's and our INFO logs to OUTPUT_DIR/log.txt only; the console shows a summary."""
+    os.makedirs(output_dir, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(output_dir, "log.txt"))
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s]: %(message)s"))
     for name in ("detectron2", "d2", "fvcore", "dualalign"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, logging.FileHandler
-            ):
-                handler.setLevel(logging.WARNING)
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def train_and_evaluate(cfg):
+    from detectron2.utils.env import seed_all_rng
+
+    log_to_file(cfg.OUTPUT_DIR)
+    seed_all_rng(cfg.SEED)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
