@@ -154,7 +154,8 @@ def main():
     for method, config in METHODS.items():
         cfg = method_cfg(config, args, method)
         print(
-            f"== training {method} for {args.iters} iterations on {cfg.MODEL.DEVICE} ...",
+            f"== training {method} for {args.iters} iterations on {cfg.MODEL.DEVICE} "
+            f"(full log: {cfg.OUTPUT_DIR}/log.txt) ...",
             flush=True,
         )
         models[method], results[method], secs = train_and_evaluate(cfg)
