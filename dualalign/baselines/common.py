@@ -5,7 +5,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from detectron2.structures import Boxes, ImageList
 
-from ..modeling.meta_arch import proposals_without_loss, slice_batch
+from ..modeling.meta_arch import proposals_without_loss, supervised_losses_and_extra_features
 from .consistency import flip_boxes
 
 __all__ = [
@@ -26,32 +26,6 @@ def flip_image(inputs: dict) -> dict:
 def image_widths(images: ImageList) -> List[int]:
     """Unpadded widths of the images of a batch (the frame boxes are mirrored in)."""
     return [int(w) for _, w in images.image_sizes]
-
-
-def supervised_losses_and_extra_features(model, labeled: List[dict], extra: List[dict]):
-    """Faster R-CNN losses of the labelled images, plus features of ``extra`` images.
-
-    The labelled and extra images go through the backbone in one batch (the same cost as two
-    passes, fewer launches, one set of BN statistics per step, as ``DualAlignRCNN`` does).
-
-    Args:
-        model: a ``GeneralizedRCNN`` in training mode.
-        labeled: input dicts with ``instances``.
-        extra: input dicts without annotations (already in the view the caller wants).
-
-    Returns:
-        (losses dict, ImageList of the extra images, their feature maps dict).
-    """
-    n = len(labeled)
-    images = model.preprocess_image(list(labeled) + list(extra))
-    gt_instances = [x["instances"].to(model.device) for x in labeled]
-    features = model.backbone(images.tensor)
-    images_l, features_l = slice_batch(images, features, 0, n)
-    images_x, features_x = slice_batch(images, features, n, len(images))
-    proposals, losses = model.proposal_generator(images_l, features_l, gt_instances)
-    _, detector_losses = model.roi_heads(images_l, features_l, proposals, gt_instances)
-    losses.update(detector_losses)
-    return losses, images_x, features_x
 
 
 def top_proposal_boxes(rpn, images: ImageList, features: Dict[str, torch.Tensor], k: int):
