@@ -117,6 +117,47 @@ def test_tables_mean_and_std():
     assert "| 25% | Ours | 13.0 | 13.0 |" in md
 
 
+def _toy_run(method, fraction, seed, value):
+    return {
+        "method": method,
+        "labeled_fraction": fraction,
+        "seed": seed,
+        "mAP": value,
+        "per_class": {"A": value},
+        "iterations": 5,
+        "date": "2026-11-26",
+        "machine": "test",
+    }
+
+
+def test_partial_grid_marks_missing_rows_and_picks_a_complete_table2_fraction():
+    # 25 %: both methods; 100 %: supervised only (the rest was not run).
+    runs = [_toy_run("supervised", 0.25, 0, 10.0), _toy_run("csd", 0.25, 0, 11.0)]
+    runs += [_toy_run("dualalign", 0.25, 0, 12.0), _toy_run("supervised", 1.0, 0, 20.0)]
+    md = tables_markdown(runs, "toy")
+    assert "| 100% | Ours | not run | not run |" in md
+    assert "## Table 2: all methods at 25% labelled" in md
+    assert "not all finished" in md
+    runs += [_toy_run("csd", 1.0, 0, 21.0), _toy_run("dualalign", 1.0, 0, 22.0)]
+    md = tables_markdown(runs, "toy")
+    assert "## Table 2: all methods at 100% labelled" in md and "not run" not in md
+
+
+def test_jobs_split_the_cores_and_finished_runs_keep_final_weights_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert run_benchmark.run_env(4)["OMP_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in run_benchmark.run_env(1)
+    for name in ("model_0000049.pth", "model_final.pth", "last_checkpoint", "log.txt"):
+        (tmp_path / name).write_text("x")
+    run_benchmark.prune_checkpoints(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "last_checkpoint",
+        "log.txt",
+        "model_final.pth",
+    ]
+
+
 def test_cervix93_needs_its_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="data-root"):
         bench_datasets.prepare_dataset("cervix93", str(tmp_path), False, "cervix93")
