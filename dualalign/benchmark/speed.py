@@ -44,13 +44,44 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def forward_same_images(model, labeled: List[dict], unlabeled: List[dict]):
+    """Step (b) of the speed issue: supervised losses, plus the unlabelled half *forwarded*.
+
+    The unavoidable cost of an unlabelled batch for any method that reads the detector's view of
+    it: backbone (one batch with the labelled images), RPN proposals and the box head on the top
+    ``DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE`` proposals of each unlabelled image, exactly as
+    ``DualAlignRCNN`` does, but no loss reads them. What (c) adds on top is the method itself:
+    projection head, Eq. 1-8 and the bank, and the backward pass of those terms.
+    """
+    from ..modeling.meta_arch import proposals_without_loss, supervised_losses_and_extra_features
+
+    losses, images_u, features_u = supervised_losses_and_extra_features(model, labeled, unlabeled)
+    heads = model.roi_heads
+    proposals = proposals_without_loss(model.proposal_generator, images_u, features_u)
+    k = heads.unlabeled_proposals_per_image
+    box_features = heads.box_pooler(
+        [features_u[f] for f in heads.box_in_features], [p.proposal_boxes[:k] for p in proposals]
+    )
+    heads.box_predictor(heads.box_head(box_features))
+    return losses
+
+
 def time_training_steps(
-    model, labeled, unlabeled, *, device, amp: bool, warmup: int, repeats: int
+    model,
+    labeled,
+    unlabeled,
+    *,
+    device,
+    amp: bool,
+    warmup: int,
+    repeats: int,
+    forward: Optional[Callable] = None,
 ) -> Dict[str, Optional[float]]:
     """Median seconds per SGD step of ``model`` on a fixed batch, and peak CUDA memory (GiB).
 
-    The step is the trainer's: forward (labelled only when ``unlabeled`` is None), loss sum with
-    the model's unsupervised weight, backward, SGD step, ``after_step``.
+    The step is the trainer's: forward (labelled only when ``unlabeled`` is None; ``forward(model,
+    labeled, unlabeled)`` when given), loss sum with the model's unsupervised weight, backward,
+    SGD step, ``after_step``.
     """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -67,7 +98,12 @@ def time_training_steps(
             _sync(device)
             start = time.perf_counter()
             with torch.autocast("cuda", enabled=amp):
-                losses = model(labeled) if unlabeled is None else model(labeled, unlabeled)
+                if forward is not None:
+                    losses = forward(model, labeled, unlabeled)
+                elif unlabeled is None:
+                    losses = model(labeled)
+                else:
+                    losses = model(labeled, unlabeled)
                 total = sum(v * weight if k in semi else v for k, v in losses.items())
             opt.zero_grad(set_to_none=True)
             if scaler is not None:

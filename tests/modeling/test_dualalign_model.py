@@ -155,3 +155,22 @@ def test_single_class_requires_a_background_proxy():
     with EventStorage():
         losses = model(labeled, fake_batch(1, False, 10))
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_bench_same_images_step_forwards_the_unlabeled_half_without_loss():
+    """Step (b) of bench.py: the box head sees the labelled samples and k proposals per
+    unlabelled image, but only the supervised losses come back (no metric term)."""
+    from dualalign.benchmark.speed import forward_same_images
+
+    terms_off = {f"DUALALIGN__LOSS__{t}": False for t in ("PML_LABELED", "PML_UNLABELED")}
+    terms_off.update({f"DUALALIGN__LOSS__{t}": False for t in ("PMB_LABELED", "PMB_UNLABELED")})
+    _, model = build(CPU_CFG, "bench_b", DUALALIGN__PSEUDO__PROPOSALS_PER_IMAGE=16, **terms_off)
+    model.train()
+    rows = []
+    model.roi_heads.box_head.register_forward_hook(lambda m, i, o: rows.append(len(o)))
+    with EventStorage():
+        losses = forward_same_images(model, fake_batch(2, True, 0), fake_batch(2, False, 1))
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
+    assert len(rows) == 2 and rows[1] == 2 * 16  # labelled pass, then 16 per unlabelled image
+    sum(losses.values()).backward()
+    assert model.roi_heads.projection_head.fc1.weight.grad is None

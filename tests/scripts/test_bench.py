@@ -34,6 +34,7 @@ def test_quick_bench_writes_results(tmp_path):
     for key in (
         "step_ratio_vs_supervised_same_images",
         "step_ratio_vs_mean_teacher",
+        "step_ratio_vs_backbone_only_same_images",
         "infer_ratio_vs_plain",
         "loader_ratio",
     ):
@@ -41,6 +42,7 @@ def test_quick_bench_writes_results(tmp_path):
     result = json.loads((tmp_path / "test-machine-quick.json").read_text())
     assert set(result["steps"]) == {
         "a_supervised_labeled",
+        "b0_backbone_only_same_images",
         "b_supervised_same_images",
         "c_dualalign",
         "d_csd",
