@@ -5,15 +5,7 @@
 # .whl/ (see README "Speed and memory"). Results land in $OUT (or benchmarks/results).
 set -euo pipefail
 OUT=${OUT:-benchmarks/results}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, detectron2; print('torch', torch.__version__, 'detectron2', detectron2.__version__)" | tee -a "$OUT/gpu.txt"
+source benchmarks/device_env.sh
 python3 scripts/bench.py --device cuda --amp --output "$OUT" 2>&1 | grep -v -i warn | tee "$OUT/bench.log"
 python3 scripts/make_synthetic.py --out /tmp/syn --num-labeled 8 --num-unlabeled 8 --num-val 2 --num-test 4 > /dev/null
 python3 train_net.py --config-file configs/synthetic/dualalign_R18_cpu.yaml \

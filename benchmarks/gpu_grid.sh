@@ -16,15 +16,7 @@ DATA=${DATA:-datasets/cervix93}
 DEADLINE=${DEADLINE:-500}
 JOBS=${JOBS:-6}
 START=$(date +%s)
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, detectron2; print('torch', torch.__version__, 'detectron2', detectron2.__version__)" | tee -a "$OUT/gpu.txt"
+source benchmarks/device_env.sh
 
 echo "== 1. profile ($(($(date +%s) - START)) s)"
 timeout 170 python3 benchmarks/profile_step.py --device cuda --out /tmp/profile \

@@ -1,0 +1,11 @@
+# Sourced by the prepared GPU scripts: puts the carried wheels (.whl/: detectron2 and the
+# pure-Python deps) on PYTHONPATH and records the GPU and versions in $OUT/gpu.txt.
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, detectron2; print('torch', torch.__version__, 'detectron2', detectron2.__version__)" | tee -a "$OUT/gpu.txt"
