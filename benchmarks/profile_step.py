@@ -93,7 +93,9 @@ def diff_table(b, c, column, top=20):
         )
     total_b = sum(v[column] for v in b.values()) / 1e3
     total_c = sum(v[column] for v in c.values()) / 1e3
-    lines.append(f"| **all ops** | {total_b:.1f} | {total_c:.1f} | {total_c - total_b:+.1f} | | |")
+    # Device rows list both an op and the kernels it launched: the sum counts kernels twice.
+    label = "sum of all rows (ops and their kernels both counted)" if column == 0 else "all ops"
+    lines.append(f"| **{label}** | {total_b:.1f} | {total_c:.1f} | {total_c - total_b:+.1f} | | |")
     return lines
 
 
