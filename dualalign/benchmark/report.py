@@ -41,6 +41,24 @@ def _row(label, group, classes):
     return f"| {label} | " + " | ".join(cells + [mean_std([r["mAP"] for r in group])]) + " |"
 
 
+def summary_markdown(runs):
+    """mAP (mean ± std over seeds) with one row per method and one column per fraction."""
+    groups = _group(runs)
+    fractions = sorted({r["labeled_fraction"] for r in runs})
+    lines = [
+        "| method | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
+        "|" + "---|" * (len(fractions) + 1),
+    ]
+    for m, name in METHOD_LABELS.items():
+        if any(r["method"] == m for r in runs):
+            cells = [
+                mean_std([r["mAP"] for r in groups[(f, m)]]) if (f, m) in groups else "not run"
+                for f in fractions
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def tables_markdown(runs, label):
     """Markdown for Table 1 (per fraction) and Table 2 (all methods at the largest complete fraction)."""
     if not runs:
@@ -59,6 +77,9 @@ def tables_markdown(runs, label):
         f"Runs: {len(runs)}; seeds {seeds}; iterations {iters}; dates "
         f"{sorted({r['date'] for r in runs})}; machine(s) {sorted({r['machine'] for r in runs})}.",
         "",
+        "## Summary: mAP by method and labelled fraction",
+        "",
+        summary_markdown(runs),
         "## Table 1: supervised vs ours at each labelled fraction",
         "",
         header,

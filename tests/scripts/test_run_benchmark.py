@@ -136,6 +136,7 @@ def test_partial_grid_marks_missing_rows_and_picks_a_complete_table2_fraction():
     runs += [_toy_run("dualalign", 0.25, 0, 12.0), _toy_run("supervised", 1.0, 0, 20.0)]
     md = tables_markdown(runs, "toy")
     assert "| 100% | Ours | not run | not run |" in md
+    assert "| CSD | 11.0 | not run |" in md  # the summary: one column per fraction
     assert "## Table 2: all methods at 25% labelled" in md
     assert "not all finished" in md
     runs += [_toy_run("csd", 1.0, 0, 21.0), _toy_run("dualalign", 1.0, 0, 22.0)]
