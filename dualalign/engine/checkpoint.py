@@ -7,6 +7,9 @@
   plain Python types only. Model-zoo ``.pkl`` files are pickles and are only read from a path
   the user named (``MODEL.WEIGHTS``); a checkpoint is code and must be trusted.
 * ``detectron2://`` model-zoo URLs need internet; when the download fails the error says so.
+* With several processes, every rank's RNG state (the ``rng`` checkpointable) is gathered into
+  ``rng_per_rank`` at each save, and on load each rank takes its own back (rank 0's ``rng`` is
+  kept for single-process loads and for a resume with another number of processes).
 """
 
 import logging
@@ -14,6 +17,7 @@ import os
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils import comm
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from ..utils.atomic import atomic_open
@@ -31,9 +35,13 @@ class AtomicCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer with atomic saves and safe loading (see module docstring)."""
 
     def save(self, name: str, **kwargs):
+        # A collective: every rank calls save at the same step (PeriodicCheckpointer does).
+        rng_per_rank = self._gather_rng_states()
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
+        if rng_per_rank is not None:
+            data["rng_per_rank"] = rng_per_rank
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
@@ -66,7 +74,26 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 f"MODEL.WEIGHTS = {path}: no such file. Give a local .pth/.pkl checkpoint, a "
                 "detectron2:// model-zoo URL, or an empty string for random initialisation."
             )
-        return super().load(path, checkpointables)
+        checkpoint = super().load(path, checkpointables)
+        self._restore_own_rng(checkpoint.pop("rng_per_rank", None))
+        return checkpoint
+
+    def _gather_rng_states(self):
+        if comm.get_world_size() == 1 or "rng" not in self.checkpointables:
+            return None
+        return comm.all_gather(self.checkpointables["rng"].state_dict())
+
+    def _restore_own_rng(self, rng_per_rank):
+        if rng_per_rank is None or "rng" not in self.checkpointables:
+            return
+        world, rank = comm.get_world_size(), comm.get_rank()
+        if len(rng_per_rank) != world:
+            logger.warning(
+                f"checkpoint holds RNG states of {len(rng_per_rank)} processes, this run has "
+                f"{world}: every rank continues from rank 0's state"
+            )
+            return
+        self.checkpointables["rng"].load_state_dict(rng_per_rank[rank])
 
     def _load_model(self, checkpoint):
         # A model with an EMA teacher (Mean Teacher) has every student name twice; detectron2's

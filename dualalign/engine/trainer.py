@@ -108,6 +108,14 @@ class Trainer(DefaultTrainer):
         for hook in ret:
             if isinstance(hook, hooks.PeriodicWriter):
                 hook._period = self.cfg.DUALALIGN.LOG_PERIOD
+        if not comm.is_main_process():
+            # detectron2 gives the checkpoint hook to rank 0 only; every rank needs it here,
+            # because a save gathers every rank's RNG state (the other ranks write nothing).
+            # Same place as on rank 0: before evaluation, whose collectives come after.
+            at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
+            ret.insert(
+                at, hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD)
+            )
         return ret
 
     @classmethod

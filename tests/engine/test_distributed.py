@@ -129,6 +129,10 @@ def test_two_process_dual_alignment_keeps_ranks_identical(tiny_data, tmp_path):
     # 4 steps x 2 ranks pushed labelled prototypes (one row per class present in a rank's batch).
     assert int(r0[BANK + "count"]) >= 4
     assert int((r0[BANK + "labels"] >= 0).sum()) == int(r0[BANK + "count"])
+    # Every rank's RNG state is in the checkpoint (ranks are seeded SEED + rank, so they differ).
+    final = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    rng = final["rng_per_rank"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
 
     with open(tmp_path / "metrics.json") as f:
         metrics = [json.loads(line) for line in f if line.strip()]
