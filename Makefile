@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# The CUDA build of torch unpacks to ~5.5 GB (it runs on the CPU too); checked before pip starts.
+TORCH_NEED_GB ?= 7
 STAMP := $(VENV)/.dualalign-install
 TEST_STAMP := $(VENV)/.dualalign-test-deps
 PYTEST_ARGS ?=
@@ -16,15 +18,17 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first: detectron2's setup.py imports it. An importable torch is kept as it is.
-$(STAMP): $(PY) requirements.txt scripts/install_detectron2.py pyproject.toml
-	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
+$(STAMP): $(PY) requirements.txt scripts/install_detectron2.py scripts/check_free_space.py pyproject.toml
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || { \
+	  $(PY) scripts/check_free_space.py --need-gb $(TORCH_NEED_GB) --what "installing $(TORCH_SPEC)" $(VENV) && \
+	  $(PIP) install -q $(TORCH_SPEC); }
 	$(PIP) install -q -r requirements.txt
 	$(PY) scripts/install_detectron2.py
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install -q "pytest>=7,<10" "pytest-timeout>=2,<3"
+	$(PIP) install -q "pytest>=7.3,<10" "pytest-timeout>=2,<3"
 	@touch $@
 
 demo: $(STAMP)
