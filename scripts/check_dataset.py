@@ -23,15 +23,10 @@ sys.path.insert(0, REPO_ROOT)
 # Importing detectron2 triggers torch's deprecation notice for torch.jit.script: noise here.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
+from dualalign.data.dataset_summary import dataset_summary, format_summary  # noqa: E402
 from dualalign.data.image_io import ImageReadError  # noqa: E402
-from dualalign.data.validation import (  # noqa: E402
-    CHECK_IMAGES,
-    DatasetError,
-    dataset_summary,
-    format_summary,
-    load_coco_detection,
-    load_unlabeled,
-)
+from dualalign.data.unlabeled_pool import load_unlabeled  # noqa: E402
+from dualalign.data.validation import CHECK_IMAGES, DatasetError, load_coco_detection  # noqa: E402
 
 
 def parse_args(argv=None):

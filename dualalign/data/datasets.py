@@ -9,7 +9,8 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .validation import load_coco_detection, load_unlabeled
+from .unlabeled_pool import load_unlabeled
+from .validation import load_coco_detection
 
 logger = logging.getLogger(__name__)
 

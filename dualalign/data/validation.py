@@ -1,7 +1,8 @@
-"""Load and validate labelled COCO detection sets and unlabelled image pools.
+"""Load and validate labelled COCO detection sets; the errors and file checks all loaders share.
 
-The trainer registers its datasets through these loaders and ``scripts/check_dataset.py``
-runs the very same code, so a set the checker accepts is a set training accepts. Every
+The trainer registers its datasets through these loaders (unlabelled pools:
+``unlabeled_pool.py``) and ``scripts/check_dataset.py`` runs the very same code, so a set the
+checker accepts is a set training accepts. Every
 problem raises ``DatasetError`` with the message ``"<file>: <record>: <problem>; <fix>"``,
 e.g. ``"annotations_train.json: annotation 17: bbox width is 0; boxes must have positive
 width and height"``.
@@ -33,31 +34,19 @@ import json
 import logging
 import math
 import os
-from collections import Counter
 
 import numpy as np
 from detectron2.structures import BoxMode
 
 from dualalign.data.image_io import ImageReadError, read_image, read_image_size
 
-__all__ = [
-    "CHECK_IMAGES",
-    "IMAGE_EXTENSIONS",
-    "DatasetError",
-    "dataset_summary",
-    "format_summary",
-    "load_coco_detection",
-    "load_unlabeled",
-]
+__all__ = ["CHECK_IMAGES", "DatasetError", "load_coco_detection"]
 
 logger = logging.getLogger("dualalign.data")
 
 # How much of each image file is checked: nothing, the header (exists, is an image, size
 # matches the json), or a full decode (also catches truncated files).
 CHECK_IMAGES = ("none", "header", "full")
-# File name endings taken from an unlabelled folder (compared case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-_LIST_EXTENSIONS = (".txt", ".lst", ".list")
 _MAX_LISTED = 5  # missing files named in one error message
 _CLIP_TOL = 1e-3  # px; exporters' float round-off past the border is clipped silently
 _IMAGE_KEYS = ("id", "file_name", "width", "height")
@@ -157,121 +146,6 @@ def load_coco_detection(json_file, image_root, *, check_images="header", dataset
     return records, meta
 
 
-def load_unlabeled(source, image_root=None, *, check_images="header"):
-    """List the images of an unlabelled pool.
-
-    Args:
-        source (str): one of
-            (a) a folder: searched recursively, sorted, keeping files ending in
-            ``IMAGE_EXTENSIONS`` (any case) and skipping hidden files (``.name``);
-            (b) a COCO json: its "images" are used, annotations ignored; extra image fields
-            (provenance: "patient_id", "slide", ...) are kept;
-            (c) a ``.txt`` list: one image path per line; blank lines and lines starting
-            with ``#`` are ignored.
-        image_root (str | None): folder that relative paths of a json or list are relative
-            to; None = the folder of the json / list file. Ignored for a folder source.
-        check_images (str): one of ``CHECK_IMAGES`` (see ``load_coco_detection``).
-
-    Returns:
-        list[dict]: ``{"file_name": absolute path, "image_id", "height", "width"}`` per
-        image. ``image_id`` is the path relative to the folder (a), the json's image id, or
-        its ``file_name`` when it has none (b), or the line as written (c). With
-        ``check_images="none"`` height and width are None, except for a json that declares
-        them.
-
-    Raises:
-        DatasetError: unknown or unreadable source, no images, duplicate ids, missing or
-            broken image files.
-    """
-    _check_mode(check_images)
-    source = os.fspath(source)
-    usage = "pass a folder of images, a COCO .json or a .txt list of image paths"
-    root = _base_dir(source, image_root)
-    if os.path.isdir(source):
-        root, records = source, _records_from_folder(source)
-        what, fix = f"no image files ({', '.join(IMAGE_EXTENSIONS)})", "check --unlabeled"
-    elif not os.path.exists(source):
-        raise DatasetError(source, None, "not found", usage)
-    elif source.lower().endswith(".json"):
-        records = _records_from_json(source, image_root)
-        what, fix = "no images", f"check --unlabeled-root / the image_root ({root})"
-    elif source.lower().endswith(_LIST_EXTENSIONS):
-        records = _records_from_list(source, image_root)
-        what, fix = "no images", f"check the paths; relative ones are resolved from {root}"
-    else:
-        raise DatasetError(source, None, "is neither a folder, a .json file nor a .txt list", usage)
-    if not records:
-        raise DatasetError(source, None, f"contains {what}", "point it at a non-empty pool")
-    _check_files(records, source, check_images, root, fix)
-    return records
-
-
-def dataset_summary(records, thing_classes=()):
-    """Count images and boxes and describe the box sizes.
-
-    Args:
-        records (list[dict]): detectron2 records (labelled or not).
-        thing_classes (Sequence[str]): class names indexed by contiguous category id.
-
-    Returns:
-        dict: "images", "labeled" (whether any record has annotations),
-        "images_without_boxes", "boxes", "boxes_per_class" and "images_per_class" (name ->
-        count, every class listed), "box_width" and "box_height" (``{"min", "25%", "50%",
-        "75%", "max"}`` in pixels, or None without boxes).
-    """
-    boxes, images = Counter(), Counter()
-    widths, heights = [], []
-    num_empty = 0
-    for record in records:
-        annotations = record.get("annotations") or []
-        num_empty += not annotations
-        for ann in annotations:
-            x0, y0, x1, y1 = BoxMode.convert(
-                list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS
-            )
-            widths.append(x1 - x0)
-            heights.append(y1 - y0)
-            boxes[ann["category_id"]] += 1
-        for category in {ann["category_id"] for ann in annotations}:
-            images[category] += 1
-
-    def name(idx):
-        return thing_classes[idx] if 0 <= idx < len(thing_classes) else f"<id {idx}>"
-
-    ids = list(range(len(thing_classes))) + sorted(set(boxes) - set(range(len(thing_classes))))
-    return {
-        "images": len(records),
-        "labeled": any("annotations" in r for r in records),
-        "images_without_boxes": num_empty,
-        "boxes": sum(boxes.values()),
-        "boxes_per_class": {name(i): boxes[i] for i in ids},
-        "images_per_class": {name(i): images[i] for i in ids},
-        "box_width": _quantiles(widths),
-        "box_height": _quantiles(heights),
-    }
-
-
-def format_summary(summary):
-    """Render ``dataset_summary``'s dict as a few human-readable lines (no trailing newline)."""
-    if not summary["labeled"]:
-        return f"images: {summary['images']} (unlabelled)"
-    lines = [
-        f"images: {summary['images']} ({summary['images_without_boxes']} without boxes)",
-        f"boxes: {summary['boxes']}",
-    ]
-    if summary["boxes_per_class"]:
-        width = max(len("class"), *(len(n) for n in summary["boxes_per_class"]))
-        lines.append(f"  {'class':<{width}}  {'boxes':>7}  {'images':>7}")
-        for name, count in summary["boxes_per_class"].items():
-            lines.append(f"  {name:<{width}}  {count:>7}  {summary['images_per_class'][name]:>7}")
-    for key in ("box_width", "box_height"):
-        q = summary[key]
-        if q is not None:
-            values = "  ".join(f"{k} {v:.1f}" for k, v in q.items())
-            lines.append(f"{key.replace('_', ' ') + ' (px):':<17} {values}")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -283,10 +157,6 @@ def _check_mode(check_images):
 
 def _source_label(json_file, dataset_name):
     return f"{json_file} (dataset '{dataset_name}')" if dataset_name else json_file
-
-
-def _base_dir(source, image_root):
-    return image_root if image_root is not None else os.path.dirname(os.path.abspath(source))
 
 
 def _is_int(value):
@@ -524,112 +394,6 @@ def _check_box(bbox, record, label, src):
     cx1, cy1 = min(x1, float(width)), min(y1, float(height))
     overshoot = max(cx0 - x, cy0 - y, x1 - cx1, y1 - cy1)
     return [cx0, cy0, cx1 - cx0, cy1 - cy0], overshoot > _CLIP_TOL
-
-
-def _quantiles(values):
-    if not values:
-        return None
-    q = np.percentile(np.asarray(values, dtype=np.float64), [0, 25, 50, 75, 100])
-    return dict(zip(("min", "25%", "50%", "75%", "max"), (float(v) for v in q)))
-
-
-def _records_from_folder(folder):
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                path = os.path.join(root, name)
-                found.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
-    return [_unlabeled_record(path, rel, None, None) for rel, path in sorted(found)]
-
-
-def _records_from_json(json_file, image_root):
-    data = _read_json(json_file, json_file)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DatasetError(
-            json_file,
-            None,
-            "has no 'images' list",
-            "an unlabelled json is a COCO file whose 'images' entries have a 'file_name'",
-        )
-    base = _base_dir(json_file, image_root)
-    records, seen = [], {}
-    for i, img in enumerate(data["images"]):
-        name = img.get("file_name") if isinstance(img, dict) else None
-        if not isinstance(name, str) or not name:
-            raise DatasetError(
-                json_file,
-                f"image #{i}",
-                "has no 'file_name'",
-                "each image needs a 'file_name' (relative to the image root)",
-            )
-        iid = img.get("id", name)
-        if not (_is_int(iid) or isinstance(iid, str)):
-            raise DatasetError(
-                json_file,
-                f"image {name}",
-                f"has id {iid!r}",
-                "image ids must be integers or strings",
-            )
-        if iid in seen:
-            raise DatasetError(
-                json_file,
-                f"image id {iid!r}",
-                f"is used twice ({seen[iid]} and {name})",
-                "image ids must be unique",
-            )
-        seen[iid] = name
-        size = [img.get("height"), img.get("width")]
-        for key, value in zip(("height", "width"), size):
-            if value is not None and (not _is_int(value) or value <= 0):
-                raise DatasetError(
-                    json_file,
-                    f"image {name}",
-                    f"has {key} {value!r}",
-                    "width and height must be positive integers, or be left out",
-                )
-        if None in size:
-            size = [None, None]
-        record = _unlabeled_record(os.path.join(base, name), iid, *size)
-        for key, value in img.items():
-            if key not in _IMAGE_KEYS and key not in _RECORD_KEYS:
-                record[key] = value
-        records.append(record)
-    return records
-
-
-def _records_from_list(list_file, image_root):
-    base = _base_dir(list_file, image_root)
-    try:
-        with open(list_file, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(list_file, None, f"cannot read: {e}", "check the file") from None
-    records, seen = [], {}
-    for number, line in enumerate(lines, start=1):
-        path = line.strip()
-        if not path or path.startswith("#"):
-            continue
-        if path in seen:
-            raise DatasetError(
-                list_file,
-                f"line {number}",
-                f"lists {path} again (first on line {seen[path]})",
-                "remove the duplicate line",
-            )
-        seen[path] = number
-        records.append(_unlabeled_record(os.path.join(base, path), path, None, None))
-    return records
-
-
-def _unlabeled_record(path, image_id, height, width):
-    return {
-        "file_name": os.path.abspath(path),
-        "image_id": image_id,
-        "height": height,
-        "width": width,
-    }
 
 
 def _check_files(records, src, check_images, root, fix_missing):

@@ -13,13 +13,9 @@ import pytest
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from dualalign.data.validation import (
-    DatasetError,
-    dataset_summary,
-    format_summary,
-    load_coco_detection,
-    load_unlabeled,
-)
+from dualalign.data.dataset_summary import dataset_summary, format_summary
+from dualalign.data.unlabeled_pool import load_unlabeled
+from dualalign.data.validation import DatasetError, load_coco_detection
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.path.join(REPO_ROOT, "scripts", "check_dataset.py")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 
-from dualalign.data.validation import load_unlabeled
+from dualalign.data.unlabeled_pool import load_unlabeled
 from dualalign.engine.setup import build_cfg
 from dualalign.wsi.reader import open_slide
 from dualalign.wsi.synthetic_slide import make_synthetic_slide, write_pyramidal_tiff
