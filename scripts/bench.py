@@ -61,51 +61,52 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def setting(args):
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.quick:
-        return dict(
-            device=device,
-            config_dir="configs/synthetic",
-            suffix="_R18_cpu",
-            size=256,
-            n_l=2,
-            n_u=2,
-            warmup=args.warmup if args.warmup >= 0 else 2,
-            repeats=args.repeats or 5,
-            infer_images=8,
-            infer_batch=2,
-            large=args.large or 1024,
-            eval_images=args.eval_images,
-            opts=["MODEL.DEVICE", device],
-        )
-    return dict(
-        device=device,
+# The two sizes bench.py runs at. warmup / repeats / large are defaults that the flags override.
+SETTINGS = {
+    "quick": dict(
+        config_dir="configs/synthetic",
+        suffix="_R18_cpu",
+        size=256,
+        n_l=2,
+        n_u=2,
+        warmup=2,
+        repeats=5,
+        infer_images=8,
+        infer_batch=2,
+        large=1024,
+        opts=[],
+    ),
+    "paper": dict(
         config_dir="configs/paper",
         suffix="_R101_FPN",
         size=1200,
         n_l=4,
         n_u=4,
-        warmup=args.warmup if args.warmup >= 0 else 3,
-        repeats=args.repeats or 10,
+        warmup=3,
+        repeats=10,
         infer_images=32,
         infer_batch=8,
-        large=args.large or 4800,
-        eval_images=args.eval_images,
+        large=4800,
         # Random init as the reference numbers (environment.md): BN, nothing frozen.
-        opts=[
-            "MODEL.DEVICE",
-            device,
-            "MODEL.WEIGHTS",
-            "",
-            "MODEL.RESNETS.NORM",
-            "BN",
-            "MODEL.BACKBONE.FREEZE_AT",
-            "0",
-        ],
+        opts=["MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", "0"],
+    ),
+}
+
+
+def setting(args):
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    s = dict(SETTINGS["quick" if args.quick else "paper"])
+    s.update(
+        device=device,
+        warmup=args.warmup if args.warmup >= 0 else s["warmup"],
+        repeats=args.repeats or s["repeats"],
+        large=args.large or s["large"],
+        eval_images=args.eval_images,
+        opts=["MODEL.DEVICE", device] + s["opts"],
     )
+    return s
 
 
 def cfg_for(s, method):

@@ -49,3 +49,23 @@ def test_quick_bench_writes_results(tmp_path):
         "e_mean_teacher",
     }
     assert "| c_dualalign |" in (tmp_path / "test-machine-quick.md").read_text()
+
+
+def test_setting_defaults_and_flag_overrides():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+    import bench
+
+    paper = bench.setting(bench.parse_args(["--device", "cpu"]))
+    assert (paper["size"], paper["n_l"], paper["n_u"], paper["repeats"]) == (1200, 4, 4, 10)
+    # the paper setting trains from random init, so it must not keep frozen BN
+    assert paper["opts"] == ["MODEL.DEVICE", "cpu"] + bench.SETTINGS["paper"]["opts"]
+    assert "BN" in paper["opts"] and "FREEZE_AT" in " ".join(paper["opts"])
+    quick = bench.setting(
+        bench.parse_args(["--quick", "--device", "cpu", "--repeats", "1", "--warmup", "0"])
+    )
+    assert (quick["size"], quick["repeats"], quick["warmup"], quick["large"]) == (256, 1, 0, 1024)
+    assert quick["opts"] == ["MODEL.DEVICE", "cpu"]
+    # the table itself is not modified by a call
+    assert bench.SETTINGS["quick"]["repeats"] == 5 and bench.SETTINGS["paper"]["opts"][0] == (
+        "MODEL.WEIGHTS"
+    )
