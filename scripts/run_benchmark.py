@@ -274,7 +274,12 @@ def main(argv=None):
     runs = collect(out_dir)
     write_report(out_dir, runs, label)
     print(f"wrote {out_dir}/results.json, tables.md, map_vs_fraction.png ({len(runs)} runs)")
-    return 0 if len(runs) == len(grid) else 1
+    # The exit status speaks of the runs asked for, not of everything else in the folder.
+    done = {(r["method"], float(r["labeled_fraction"]), int(r["seed"])) for r in runs}
+    missing = [run_name(m, f, s) for f, m, s in grid if (m, float(f), int(s)) not in done]
+    if missing:
+        print(f"{len(missing)} of the {len(grid)} runs asked for have no result: {missing}")
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ SHRINK = [
 
 
 @pytest.mark.slow
-def test_grid_outputs_skip_and_resume(tmp_path, monkeypatch):
+def test_grid_outputs_skip_and_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
         bench_datasets,
         "SYNTHETIC_SIZES",
@@ -84,6 +84,18 @@ def test_grid_outputs_skip_and_resume(tmp_path, monkeypatch):
     mtime = done.stat().st_mtime_ns
     assert run_benchmark.main(argv) == 0
     assert done.stat().st_mtime_ns == mtime
+
+    # The exit status speaks of the runs asked for: a subset of a fuller folder is complete,
+    # and a report over a seed that never ran is not.
+    subset = list(argv)
+    subset.remove("dualalign")
+    assert run_benchmark.main(subset) == 0
+    unrun = list(argv)
+    unrun[unrun.index("--seeds") + 1] = "7"
+    assert run_benchmark.main(["--report-only"] + unrun) == 1
+    out_text = capsys.readouterr().out
+    assert "2 of the 2 runs asked for have no result" in out_text
+    assert "supervised_f1_s7" in out_text and "dualalign_f1_s7" in out_text
 
     # A crashed run (checkpoint, no result) restarts from its checkpoint with --resume.
     crashed = out / "runs" / "supervised_f1_s0"
