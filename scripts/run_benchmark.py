@@ -201,6 +201,15 @@ def prune_checkpoints(run_dir):
             os.remove(os.path.join(run_dir, name))
 
 
+def unfinished(grid, out_dir):
+    """The ``(fraction, method, seed)`` cells of ``grid`` whose run has no ``result.json`` yet."""
+    return [
+        (f, m, s)
+        for f, m, s in grid
+        if not os.path.isfile(os.path.join(out_dir, "runs", run_name(m, f, s), "result.json"))
+    ]
+
+
 def collect(out_dir):
     runs = []
     runs_dir = os.path.join(out_dir, "runs")
@@ -255,13 +264,7 @@ def main(argv=None):
     out_dir = os.path.join(args.output, label)
     data = prepare_dataset(args.dataset, args.data_root, args.class_agnostic, label)
     grid = [(f, m, s) for f in args.fractions for m in args.methods for s in args.seeds]
-    todo = [
-        g
-        for g in grid
-        if not os.path.isfile(
-            os.path.join(out_dir, "runs", run_name(g[1], g[0], g[2]), "result.json")
-        )
-    ]
+    todo = unfinished(grid, out_dir)
     print(
         f"{label}: {len(grid)} runs, {len(grid) - len(todo)} finished, {len(todo)} to go "
         f"({iters} iterations each)",
@@ -275,8 +278,7 @@ def main(argv=None):
     write_report(out_dir, runs, label)
     print(f"wrote {out_dir}/results.json, tables.md, map_vs_fraction.png ({len(runs)} runs)")
     # The exit status speaks of the runs asked for, not of everything else in the folder.
-    done = {(r["method"], float(r["labeled_fraction"]), int(r["seed"])) for r in runs}
-    missing = [run_name(m, f, s) for f, m, s in grid if (m, float(f), int(s)) not in done]
+    missing = [run_name(m, f, s) for f, m, s in unfinished(grid, out_dir)]
     if missing:
         print(f"{len(missing)} of the {len(grid)} runs asked for have no result: {missing}")
     return 1 if missing else 0
