@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -19,6 +18,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from pycocotools.coco import COCO
 
+from ..utils.atomic import atomic_write_json
 from .range_ap import coco_from_dict, evaluate_coco_range, format_ap_table, to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -92,21 +92,6 @@ def instances_to_coco_boxes(instances: Any, image_id: Any, to_dataset: Dict[int,
     ]
 
 
-def atomic_write_json(path: str, obj: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same directory and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class RangeAPEvaluator(DatasetEvaluator):
     """Box AP averaged over IoU thresholds (default 0.10..0.70) with plain pycocotools.
 
@@ -175,10 +160,11 @@ class RangeAPEvaluator(DatasetEvaluator):
             + format_ap_table(result)
         )
         if self._output_dir:
+            out = self._output_dir
             atomic_write_json(
-                os.path.join(self._output_dir, "coco_instances_results.json"), predictions
+                os.path.join(out, "coco_instances_results.json"), predictions, indent=None
             )
-            atomic_write_json(os.path.join(self._output_dir, "range_ap.json"), to_jsonable(result))
+            atomic_write_json(os.path.join(out, "range_ap.json"), to_jsonable(result), indent=None)
         return OrderedDict(bbox=self._flatten(result))
 
     def _flatten(self, result: Dict[str, Any]) -> Dict[str, float]:

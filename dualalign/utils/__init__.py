@@ -1,1 +1,1 @@
-"""Small utilities shared by the package (atomic file writes)."""
+"""Small utilities shared by the package (atomic file writes, repository paths)."""

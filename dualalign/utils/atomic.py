@@ -1,5 +1,6 @@
 """Atomic file writes: a crash (even ``kill -9``) leaves either the old file or the new one."""
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -31,6 +32,20 @@ def atomic_write_text(path: str, text: str):
     """Write ``text`` to ``path`` atomically."""
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def atomic_write_json(path: str, obj, indent=1):
+    """Write ``obj`` as JSON to ``path`` atomically, with a final newline.
+
+    Args:
+        path: the destination file; its folder is created if needed.
+        obj: anything ``json.dump`` takes. NaN and infinity are refused (the files must be strict
+            JSON), so convert them first (``None`` for a missing value).
+        indent: ``json.dump``'s indent; ``None`` writes one line.
+    """
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=indent, allow_nan=False)
+        f.write("\n")
 
 
 def _fsync_dir(directory: str):
