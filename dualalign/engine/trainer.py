@@ -11,7 +11,6 @@ import weakref
 import torch
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.solver import build_optimizer as d2_build_optimizer
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
@@ -148,26 +147,40 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """SGD as detectron2 builds it, with the class proxies in their own group (lr 0.01)."""
+        """SGD exactly as detectron2 builds it, plus one group that holds the class proxies alone.
+
+        Every other parameter keeps the (lr, weight decay) that ``detectron2.solver.
+        build_optimizer`` gives it. The proxies get ``DUALALIGN.PROXY.BASE_LR`` and no weight
+        decay (see :func:`split_proxy_group`).
+        """
+        optimizer = d2_build_optimizer(cfg, model)
         proxies = getattr(getattr(model, "roi_heads", None), "proxies", None)
         if proxies is None:
-            return d2_build_optimizer(cfg, model)
-        proxy_ids = {id(p) for p in proxies.parameters()}
-        params = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        )
-        for group in params:
-            if any(id(p) in proxy_ids for p in group["params"]):
-                group["lr"] = cfg.DUALALIGN.PROXY.BASE_LR
-                group["weight_decay"] = 0.0
-        return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
-            params,
-            lr=cfg.SOLVER.BASE_LR,
-            momentum=cfg.SOLVER.MOMENTUM,
-            nesterov=cfg.SOLVER.NESTEROV,
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-        )
+            return optimizer
+        trainable = [p for p in proxies.parameters() if p.requires_grad]
+        if trainable:  # frozen when no term reads them (no proposal alignment)
+            split_proxy_group(optimizer, trainable, cfg.DUALALIGN.PROXY.BASE_LR)
+        return optimizer
+
+
+def split_proxy_group(optimizer: torch.optim.Optimizer, proxy_params, lr: float) -> None:
+    """Move ``proxy_params`` out of the groups detectron2 built into a group of their own.
+
+    detectron2 merges every parameter with equal hyper-parameters into one group
+    (``reduce_param_groups``), so the group that holds the proxies holds most of the network
+    too: it must be split, not re-tuned. The proxies' group has ``lr`` and weight decay 0: with
+    ``DUALALIGN.EMBED.NORMALIZE`` the loss sees only their direction, so decay would only shrink
+    their norm (raising their effective learning rate step by step), and without it decay would
+    pull every proxy to the origin, which Eq. 2 does not ask for. Must run before the LR
+    scheduler is built (it records each group's initial lr).
+    """
+    ids = {id(p) for p in proxy_params}
+    groups = []
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in ids]
+        if group["params"]:
+            groups.append(group)
+    optimizer.param_groups = groups
+    optimizer.add_param_group(
+        {"params": list(proxy_params), "lr": float(lr), "weight_decay": 0.0}
+    )
