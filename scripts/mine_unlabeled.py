@@ -36,24 +36,19 @@ import os
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from dualalign.inference.cli import (  # noqa: E402
-    add_common_arguments,
-    cli_main,
-    report_error,
-    setup_predictor,
-)
-from dualalign.inference.inputs import expand_inputs, input_kind  # noqa: E402
-from dualalign.inference.outputs import write_json, write_png  # noqa: E402
-from dualalign.inference.slide_inference import (  # noqa: E402
+from dualalign.inference.cli import add_common_arguments, cli_main, report_error, setup_predictor
+from dualalign.inference.inputs import expand_inputs, input_kind
+from dualalign.inference.outputs import write_png
+from dualalign.inference.slide_inference import (
     instances_to_arrays,
     iter_tile_predictions,
     select_tiles,
 )
-from dualalign.wsi.reader import open_slide  # noqa: E402
+from dualalign.utils.atomic import atomic_write_json
+from dualalign.utils.visualize import class_name
+from dualalign.wsi.reader import open_slide
 
 STATE_VERSION = 1
 
@@ -110,7 +105,7 @@ def mine_slide(predictor, path, key, args, patch_size, class_names, images_dir):
                     "y": y,
                     "downsample": float(downsample),
                     "top_score": round(float(scores[best]), 5),
-                    "top_class": _class_name(class_names, int(classes[best])),
+                    "top_class": class_name(class_names, int(classes[best])),
                     "num_detections": int(hits.sum()),
                 }
             )
@@ -173,7 +168,7 @@ def run(args, predictor_factory=None) -> int:
             failed += 1
             continue
         state["params"] = params
-        write_json(os.path.join(state_dir, f"{key}.json"), state)
+        atomic_write_json(os.path.join(state_dir, f"{key}.json"), state)
         states[key] = state
         mined += 1
         _write_pool(args.output, states, class_names)
@@ -184,10 +179,6 @@ def run(args, predictor_factory=None) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
-
-
-def _class_name(class_names, cls: int) -> str:
-    return class_names[cls] if 0 <= cls < len(class_names) else f"class_{cls}"
 
 
 def _load_states(state_dir: str) -> dict:
@@ -228,7 +219,7 @@ def _write_pool(out_dir, states, class_names) -> int:
     for key in sorted(states):
         for patch in sorted(states[key]["patches"], key=lambda p: (p["y"], p["x"])):
             images.append({"id": len(images) + 1, **patch})
-    write_json(
+    atomic_write_json(
         os.path.join(out_dir, "unlabeled.json"),
         {
             "info": {

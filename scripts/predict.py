@@ -33,27 +33,16 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from dualalign.inference.cli import (  # noqa: E402
-    add_common_arguments,
-    cli_main,
-    report_error,
-    setup_predictor,
-)
-from dualalign.inference.inputs import expand_inputs, input_kind, unique_stems  # noqa: E402
-from dualalign.inference.outputs import (  # noqa: E402
-    class_counts,
-    write_csv,
-    write_json,
-    write_png,
-)
-from dualalign.inference.overlay import draw_detections  # noqa: E402
-from dualalign.inference.slide_inference import detect_slide, instances_to_arrays  # noqa: E402
-from dualalign.wsi.reader import open_slide  # noqa: E402
+from dualalign.inference.cli import add_common_arguments, cli_main, report_error, setup_predictor
+from dualalign.inference.inputs import expand_inputs, input_kind, unique_stems
+from dualalign.inference.outputs import class_counts, write_csv, write_png
+from dualalign.inference.slide_inference import detect_slide, instances_to_arrays
+from dualalign.utils.atomic import atomic_write_json
+from dualalign.utils.visualize import class_name, draw_detections
+from dualalign.wsi.reader import open_slide
 
 OVERLAY_MAX_SIZE = 2048  # px, longer side of a slide's overlay thumbnail
 CSV_HEADER = ("slide", "x", "y", "w", "h", "class", "score")
@@ -169,7 +158,7 @@ def run(args, predictor_factory=None) -> int:
                     "score": round(float(score), 5),
                 }
             )
-            rows.append([path, *xywh, _class_name(class_names, cls), round(float(score), 5)])
+            rows.append([path, *xywh, class_name(class_names, cls), round(float(score), 5)])
         counts = class_counts(det["classes"], class_names)
         slides.append(
             {
@@ -198,15 +187,12 @@ def run(args, predictor_factory=None) -> int:
     return 1 if errors else 0
 
 
-def _class_name(class_names, cls) -> str:
-    return class_names[cls] if 0 <= cls < len(class_names) else f"class_{cls}"
-
-
 def _write_outputs(args, class_names, images, results, rows, slides, errors) -> None:
     out = args.output
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
-    write_json(os.path.join(out, "images.json"), {"images": images, "categories": categories})
-    write_json(os.path.join(out, "detections.coco.json"), results)
+    images_json = {"images": images, "categories": categories}
+    atomic_write_json(os.path.join(out, "images.json"), images_json)
+    atomic_write_json(os.path.join(out, "detections.coco.json"), results)
     write_csv(os.path.join(out, "detections.csv"), CSV_HEADER, rows)
     write_csv(
         os.path.join(out, "summary.csv"),
@@ -214,7 +200,7 @@ def _write_outputs(args, class_names, images, results, rows, slides, errors) -> 
         ([s["slide"], *(s["counts"].get(n, 0) for n in class_names), s["total"]] for s in slides),
     )
     totals = {n: sum(s["counts"].get(n, 0) for s in slides) for n in class_names}
-    write_json(
+    atomic_write_json(
         os.path.join(out, "summary.json"),
         {
             "config_file": args.config_file,

@@ -13,19 +13,15 @@ from .slide_inference import (
     iter_tile_predictions,
     select_tiles,
 )
-from .tile_merge import covered_by_complete, drop_covered_truncated, tiled_nms
 
 __all__ = [
     "BatchPredictor",
     "TileSelection",
-    "covered_by_complete",
     "detect_slide",
-    "drop_covered_truncated",
     "expand_inputs",
     "input_kind",
     "instances_to_arrays",
     "iter_tile_predictions",
     "resolve_class_names",
     "select_tiles",
-    "tiled_nms",
 ]

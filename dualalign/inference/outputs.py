@@ -1,26 +1,19 @@
-"""Atomic writers for the inference scripts' outputs (json, csv, png).
+"""Atomic writers for the inference scripts' outputs (csv, png; json: ``atomic_write_json``).
 
 Each file is written to a temp file beside it and renamed into place (``atomic_open``), so a
 crash leaves the previous complete file or none, never a half-written one.
 """
 
 import csv
-import json
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 
 from ..utils.atomic import atomic_open
+from ..utils.visualize import class_name
 
-__all__ = ["class_counts", "write_csv", "write_json", "write_png"]
-
-
-def write_json(path: str, obj, indent: int = 1) -> None:
-    """Write ``obj`` as JSON (NaN refused: the files must be valid JSON)."""
-    with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=indent, allow_nan=False)
-        f.write("\n")
+__all__ = ["class_counts", "write_csv", "write_png"]
 
 
 def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> None:
@@ -44,6 +37,6 @@ def class_counts(classes: np.ndarray, class_names: Sequence[str]) -> dict:
     """Detections per class name (every class listed, unknown ids as ``class_<i>``)."""
     counts = {name: 0 for name in class_names}
     for cls in np.asarray(classes, dtype=np.int64).reshape(-1):
-        name = class_names[cls] if 0 <= cls < len(class_names) else f"class_{cls}"
+        name = class_name(class_names, cls)
         counts[name] = counts.get(name, 0) + 1
     return counts

@@ -8,8 +8,8 @@ Steps of ``detect_slide``:
    in a background thread while the current one is predicted) and run the predictor.
 3. Map tile boxes to level-0 pixels (``offset_boxes``), clipped to their tile.
 4. Drop the truncated box of a cell cut by a tile's inner edge when a neighbouring tile saw the
-   same cell whole (``tile_merge.drop_covered_truncated``), then class-wise NMS over the slide
-   (``tile_merge.tiled_nms``: the result of ``merge_detections``, computed tile pair by tile
+   same cell whole (``wsi.merge.drop_covered_truncated``), then class-wise NMS over the slide
+   (``wsi.merge.tiled_nms``: the result of ``merge_detections``, computed tile pair by tile
    pair so that it scales to whole slides).
 
 Step 4's first half keeps the full box of a border cell even when the cut part is so small
@@ -24,11 +24,16 @@ from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from ..wsi.merge import offset_boxes, touches_inner_edge
+from ..wsi.merge import (
+    drop_covered_truncated,
+    offset_boxes,
+    overlapping_pairs,
+    tiled_nms,
+    touches_inner_edge,
+)
 from ..wsi.reader import SlideReader
 from ..wsi.tiling import tile_grid, tile_origins_level0
 from ..wsi.tissue import tile_tissue_fraction, tissue_mask
-from .tile_merge import drop_covered_truncated, overlapping_pairs, tiled_nms
 
 __all__ = [
     "TileSelection",
@@ -221,7 +226,7 @@ def detect_slide(
             lower box never suppresses a higher one, so the output is the same as filtering
             after, only faster).
         nms_thresh (float): IoU above which boxes of one class are duplicates.
-        min_coverage (float): see ``tile_merge.covered_by_complete``.
+        min_coverage (float): see ``wsi.merge.covered_by_complete``.
         thumbnail_size (int or None): see ``select_tiles``.
         desc (str or None): progress bar label.
 

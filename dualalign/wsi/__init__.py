@@ -1,6 +1,14 @@
 """Whole-slide tooling: read slides, tile them, mask tissue, merge tile detections."""
 
-from .merge import merge_detections, offset_boxes, touches_inner_edge
+from .merge import (
+    covered_by_complete,
+    drop_covered_truncated,
+    merge_detections,
+    offset_boxes,
+    overlapping_pairs,
+    tiled_nms,
+    touches_inner_edge,
+)
 from .reader import (
     SlideReader,
     SlideReadError,
@@ -16,16 +24,20 @@ __all__ = [
     "SlideReadError",
     "SlideReader",
     "best_level_for_downsample",
+    "covered_by_complete",
+    "drop_covered_truncated",
     "level_for_magnification",
     "make_synthetic_slide",
     "merge_detections",
     "offset_boxes",
     "open_slide",
+    "overlapping_pairs",
     "select_tissue_tiles",
     "tile_grid",
     "tile_origins_level0",
     "tile_starts",
     "tile_tissue_fraction",
+    "tiled_nms",
     "tissue_mask",
     "tissue_signal",
     "touches_inner_edge",
