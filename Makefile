@@ -27,8 +27,15 @@ $(STAMP): $(PY) requirements.txt scripts/install_detectron2.py scripts/check_fre
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
-$(TEST_STAMP): $(STAMP)
-	$(PIP) install -q "pytest>=7.3,<10" "pytest-timeout>=2,<3"
+# The report's browser test drives Debian's chromium with Selenium; without a browser it skips.
+$(TEST_STAMP): $(STAMP) Makefile
+	$(PIP) install -q "pytest>=7.3,<10" "pytest-timeout>=2,<3" "selenium>=4.10,<5"
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver with apt-get (the report's browser test)"; \
+	  { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+	    >/dev/null 2>&1 || \
+	  echo "note: apt-get could not install chromium; the report's browser test will skip"; }
 	@touch $@
 
 demo: $(STAMP)

@@ -5,7 +5,8 @@ Usage:
     python scripts/predict.py --config-file CFG --weights W.pth --input PATH [PATH ...]
         --output DIR [--score-thresh 0.5] [--tile-size PX] [--overlap 64] [--level 0]
         [--batch-size 4] [--device auto|cpu|cuda] [--min-tissue 0.05] [--classes A,B,...]
-        [KEY VALUE ...]
+        [--format coco,csv,geojson,overlay] [--report] [--gallery-size 12]
+        [--triage count|max] [--triage-classes A,B,...] [--triage-thresh T] [KEY VALUE ...]
 
 Config overrides (``KEY VALUE``) go last, after another flag than ``--input`` (or after
 ``--``). Each input is an image, a slide or a folder of them (searched recursively):
@@ -13,15 +14,27 @@ multi-level slides are tiled over ``--level``, images larger than two tiles are 
 level 0, smaller images are run whole (see ``dualalign/inference/inputs.py``). Tiles on glass
 are skipped (``--min-tissue``).
 
-Outputs in DIR (each written atomically):
-    detections.coco.json  COCO results: image_id, category_id (1-based, class order), bbox
-                          [x, y, w, h] in level-0 pixels, score
-    images.json           "images": id -> file_name (the input path), width, height, kind;
+Outputs in DIR (each written atomically; ``--format`` picks among the first four groups, all
+by default):
+    detections.coco.json  (coco) COCO results: image_id, category_id (1-based, class order),
+                          bbox [x, y, w, h] in level-0 pixels, score; with images.json:
+                          "images": id -> file_name (the input path), width, height, kind;
                           "categories": id -> name
-    detections.csv        slide,x,y,w,h,class,score
-    summary.csv / .json   per input: detections of each class and in total; summary.json
-                          also lists the inputs that failed under "errors"
-    overlays/<name>.png   boxes drawn on the image, or on a slide thumbnail <= 2048 px
+    detections.csv        (csv) slide,x,y,w,h,class,score
+    geojson/<name>.geojson  (geojson) a FeatureCollection per input that QuPath imports as
+                          detections (level-0 pixels, class colours, score as a measurement)
+    overlays/<name>.png   (overlay) an image: labelled boxes; a slide or large image: a
+                          thumbnail <= 2048 px with a dot per detection in its class colour
+                          and a legend
+    summary.csv / .json   always: per input, detections of each class and in total, and the
+                          triage score; summary.json also lists the inputs that failed
+    report.html, crops/   (--report) a page that opens from disk: the inputs by triage score
+                          with their counts, and per input its overview and the top
+                          --gallery-size crops of each class, read from level 0
+
+Triage score (``--triage``): ``count`` (default) is the number of detections of the
+``--triage-classes`` (default all) with score >= ``--triage-thresh`` (default
+``--score-thresh``); ``max`` is the highest score among detections of those classes.
 
 Only detections with score >= --score-thresh are written. An unreadable input is reported in
 one line on stderr and under "errors", the others are still processed, and the exit code is 1;
@@ -29,6 +42,7 @@ one line on stderr and under "errors", the others are still processed, and the e
 """
 
 import argparse
+import datetime
 import os
 import sys
 import time
@@ -36,16 +50,46 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from dualalign.inference.cli import add_common_arguments, cli_main, report_error, setup_predictor
+from dualalign.data.geojson import boxes_to_feature_collection
+from dualalign.inference.cli import (
+    SetupError,
+    add_common_arguments,
+    cli_main,
+    report_error,
+    setup_predictor,
+)
 from dualalign.inference.inputs import expand_inputs, input_kind, unique_stems
 from dualalign.inference.outputs import class_counts, write_csv, write_png
 from dualalign.inference.slide_inference import detect_slide, instances_to_arrays
+from dualalign.report import (
+    TRIAGE_MODES,
+    TriageRule,
+    describe_triage,
+    triage_score,
+    write_gallery,
+    write_report,
+)
 from dualalign.utils.atomic import atomic_write_json
-from dualalign.utils.visualize import class_name, draw_detections
+from dualalign.utils.visualize import class_name, draw_detections, draw_markers
 from dualalign.wsi.reader import open_slide
 
 OVERLAY_MAX_SIZE = 2048  # px, longer side of a slide's overlay thumbnail
 CSV_HEADER = ("slide", "x", "y", "w", "h", "class", "score")
+FORMATS = ("coco", "csv", "geojson", "overlay")
+
+
+def _formats(text: str) -> list:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown output format(s) {unknown or [text]}; choose among {','.join(FORMATS)}"
+        )
+    return names
+
+
+def _names(text: str) -> list:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +97,40 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_common_arguments(parser, "--tile-size", overlap=64)
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        default=list(FORMATS),
+        metavar="A,B,...",
+        help=f"outputs to write, comma-separated among {','.join(FORMATS)} (default all)",
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="also write report.html (galleries, triage)"
+    )
+    parser.add_argument(
+        "--gallery-size", type=int, default=12, metavar="N", help="crops per class in the report"
+    )
+    parser.add_argument(
+        "--triage",
+        choices=TRIAGE_MODES,
+        default="count",
+        help="count: detections of --triage-classes with score >= --triage-thresh; max: their "
+        "highest score (default count)",
+    )
+    parser.add_argument(
+        "--triage-classes",
+        type=_names,
+        default=None,
+        metavar="A,B,...",
+        help="classes the triage score looks at, e.g. the highest-grade ones (default all)",
+    )
+    parser.add_argument(
+        "--triage-thresh",
+        type=float,
+        default=None,
+        metavar="T",
+        help="score a detection needs to count in the triage score (default --score-thresh)",
+    )
     return parser.parse_args(argv)
 
 
@@ -103,14 +181,69 @@ def predict_input(predictor, path: str, args, tile_size: int) -> dict:
     }
 
 
+def write_input_outputs(det: dict, path: str, name: str, args, class_names, rule) -> dict:
+    """Write one input's overview, GeoJSON and gallery; returns its summary entry."""
+    out = args.output
+    entry = {"slide": path, "overlay": None, "geojson": None}
+    if "overlay" in args.format or args.report:
+        draw = draw_detections if det["kind"] == "image" else draw_markers
+        overlay = draw(
+            det["overlay_background"],
+            det["boxes"],
+            det["classes"],
+            det["scores"],
+            class_names,
+            scale=det["overlay_scale"],
+        )
+        entry["overlay"] = f"overlays/{name}.png"
+        write_png(os.path.join(out, entry["overlay"]), overlay)
+    if "geojson" in args.format:
+        entry["geojson"] = f"geojson/{name}.geojson"
+        collection = boxes_to_feature_collection(
+            det["boxes"], det["classes"], class_names, det["scores"]
+        )
+        atomic_write_json(os.path.join(out, entry["geojson"]), collection, indent=None)
+    counts = class_counts(det["classes"], class_names)
+    entry.update(
+        kind=det["kind"],
+        level=det["level"],
+        width=det["width"],
+        height=det["height"],
+        tiles=det["tiles"],
+        tiles_run=det["tiles_run"],
+        counts=counts,
+        total=int(sum(counts.values())),
+        triage=round(triage_score(det["scores"], det["classes"], class_names, rule), 5),
+    )
+    if args.report:
+        with open_slide(path) as reader:  # crops are read one by one, at level 0
+            entry["gallery"] = write_gallery(
+                reader,
+                det["boxes"],
+                det["scores"],
+                det["classes"],
+                class_names,
+                os.path.join(out, "crops", name),
+                f"crops/{name}",
+                args.gallery_size,
+            )
+    return entry
+
+
 def run(args, predictor_factory=None) -> int:
     """Process every input and write the outputs; returns the exit code."""
     _, predictor, class_names, tile_size = setup_predictor(args, args.tile_size, predictor_factory)
+    _check_report_arguments(args, class_names)
+    rule = TriageRule(
+        args.triage,
+        args.triage_classes,
+        args.score_thresh if args.triage_thresh is None else args.triage_thresh,
+    )
     files, errors = expand_inputs(args.input)
     errors = [{"slide": path, "error": reason} for path, reason in errors]
     for e in errors:
         report_error(e["slide"], e["error"])
-    os.makedirs(os.path.join(args.output, "overlays"), exist_ok=True)
+    os.makedirs(args.output, exist_ok=True)
 
     images, results, rows, slides = [], [], [], []
     for path, name in tqdm(
@@ -123,15 +256,7 @@ def run(args, predictor_factory=None) -> int:
         start = time.time()
         try:
             det = predict_input(predictor, path, args, tile_size)
-            overlay = draw_detections(
-                det["overlay_background"],
-                det["boxes"],
-                det["classes"],
-                det["scores"],
-                class_names,
-                scale=det["overlay_scale"],
-            )
-            write_png(os.path.join(args.output, "overlays", f"{name}.png"), overlay)
+            entry = write_input_outputs(det, path, name, args, class_names, rule)
         except Exception as e:  # one bad input must not stop the others
             reason = str(e) if str(e).startswith(path) else f"{type(e).__name__}: {e}"
             report_error(path, reason)
@@ -159,25 +284,11 @@ def run(args, predictor_factory=None) -> int:
                 }
             )
             rows.append([path, *xywh, class_name(class_names, cls), round(float(score), 5)])
-        counts = class_counts(det["classes"], class_names)
-        slides.append(
-            {
-                "slide": path,
-                "image_id": image_id,
-                "overlay": f"overlays/{name}.png",
-                "kind": det["kind"],
-                "level": det["level"],
-                "width": det["width"],
-                "height": det["height"],
-                "tiles": det["tiles"],
-                "tiles_run": det["tiles_run"],
-                "counts": counts,
-                "total": int(sum(counts.values())),
-                "seconds": round(time.time() - start, 2),
-            }
-        )
+        entry["image_id"] = image_id
+        entry["seconds"] = round(time.time() - start, 2)
+        slides.append(entry)
 
-    _write_outputs(args, class_names, images, results, rows, slides, errors)
+    _write_outputs(args, class_names, images, results, rows, slides, errors, rule)
     total = sum(s["total"] for s in slides)
     print(
         f"{len(slides)} input(s) done, {len(errors)} failed; {total} detections with score >= "
@@ -187,13 +298,26 @@ def run(args, predictor_factory=None) -> int:
     return 1 if errors else 0
 
 
-def _write_outputs(args, class_names, images, results, rows, slides, errors) -> None:
+def _check_report_arguments(args, class_names) -> None:
+    if args.gallery_size < 0:
+        raise SetupError(f"--gallery-size must be >= 0, got {args.gallery_size}")
+    unknown = [c for c in args.triage_classes or () if c not in class_names]
+    if unknown:
+        raise SetupError(
+            f"--triage-classes: {unknown} not among the model's classes {list(class_names)}; "
+            "give names from that list"
+        )
+
+
+def _write_outputs(args, class_names, images, results, rows, slides, errors, rule) -> None:
     out = args.output
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
-    images_json = {"images": images, "categories": categories}
-    atomic_write_json(os.path.join(out, "images.json"), images_json)
-    atomic_write_json(os.path.join(out, "detections.coco.json"), results)
-    write_csv(os.path.join(out, "detections.csv"), CSV_HEADER, rows)
+    if "coco" in args.format:
+        categories = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
+        images_json = {"images": images, "categories": categories}
+        atomic_write_json(os.path.join(out, "images.json"), images_json)
+        atomic_write_json(os.path.join(out, "detections.coco.json"), results)
+    if "csv" in args.format:
+        write_csv(os.path.join(out, "detections.csv"), CSV_HEADER, rows)
     write_csv(
         os.path.join(out, "summary.csv"),
         ("slide", *class_names, "total"),
@@ -207,11 +331,35 @@ def _write_outputs(args, class_names, images, results, rows, slides, errors) -> 
             "weights": args.weights,
             "score_thresh": args.score_thresh,
             "classes": list(class_names),
-            "slides": slides,
+            "triage": {**rule._asdict(), "definition": describe_triage(rule)},
+            "slides": [{k: v for k, v in s.items() if k != "gallery"} for s in slides],
             "totals": {**totals, "total": int(sum(totals.values()))},
             "errors": errors,
         },
     )
+    if args.report:
+        links = [
+            (label, href)
+            for label, href, fmt in (
+                ("detections.csv", "detections.csv", "csv"),
+                ("detections.coco.json", "detections.coco.json", "coco"),
+                ("summary.csv", "summary.csv", None),
+                ("summary.json", "summary.json", None),
+            )
+            if fmt is None or fmt in args.format
+        ]
+        run_info = {
+            "title": f"Detections: {len(slides)} input(s)",
+            "created": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "config_file": args.config_file,
+            "weights": args.weights,
+            "score_thresh": args.score_thresh,
+            "triage": describe_triage(rule),
+            "links": links,
+            "errors": errors,
+        }
+        report_slides = [{**s, "name": os.path.basename(s["slide"])} for s in slides]
+        write_report(os.path.join(out, "report.html"), run_info, class_names, report_slides)
 
 
 def main(argv=None, predictor_factory=None) -> int:

@@ -1,11 +1,13 @@
 """Drawing detections on images.
 
-Two styles: ``draw_fig2`` colours by correctness as in the paper's Fig. 2 (GT red, true
+Three styles: ``draw_fig2`` colours by correctness as in the paper's Fig. 2 (GT red, true
 positives green, false positives blue); ``draw_detections`` colours by class (``class_colour``)
-with a "name score" label per box, for predictions on images and slides.
+with a "name score" label per box, for predictions on images; ``draw_markers`` puts a small dot
+in the class colour at each detection and a legend with the counts, for slide overviews, where
+a cell is a few pixels and labelled boxes would merge into one block.
 """
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -20,6 +22,7 @@ __all__ = [
     "class_name",
     "draw_detections",
     "draw_fig2",
+    "draw_markers",
     "grid",
     "match_detections",
 ]
@@ -191,3 +194,77 @@ def draw_detections(
             )
     return out
 
+
+def draw_markers(
+    image_rgb: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    scores: np.ndarray,
+    class_names: Sequence[str],
+    scale: float = 1.0,
+    radius: Optional[int] = None,
+) -> np.ndarray:
+    """A slide overview: a dot per detection in its class colour, and a legend with counts.
+
+    Args:
+        image_rgb (np.ndarray[H, W, 3] uint8): background, e.g. a slide thumbnail.
+        boxes (np.ndarray[N, 4]): XYXY in the coordinates that ``scale`` maps to the image.
+        classes (np.ndarray[N]): class ids (index ``class_names``).
+        scores (np.ndarray[N]): confidences; higher ones are drawn last, on top.
+        class_names (list[str]): names by class id, listed in the legend.
+        scale (float): image pixels per box unit (thumbnail width / level-0 width).
+        radius (int or None): dot radius in pixels; None: 1/300 of the shorter side, >= 3.
+
+    Returns:
+        np.ndarray[H, W, 3] uint8 RGB, the size of ``image_rgb``.
+    """
+    out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
+    height, width = out.shape[:2]
+    radius = int(radius or max(3, round(min(height, width) / 300)))
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    centres = np.rint((boxes[:, :2] + boxes[:, 2:]) / 2).astype(np.int64)
+    for i in np.argsort(np.asarray(scores).reshape(-1), kind="stable"):
+        centre = (int(centres[i, 0]), int(centres[i, 1]))
+        cv2.circle(out, centre, radius + 1, (255, 255, 255), -1, cv2.LINE_AA)  # halo
+        cv2.circle(out, centre, radius, class_colour(classes[i]), -1, cv2.LINE_AA)
+    counts = np.bincount(classes[classes >= 0], minlength=len(class_names))
+    entries = [
+        (class_colour(c), f"{class_name(class_names, c)}: {int(n)}") for c, n in enumerate(counts)
+    ]
+    return _draw_legend(out, entries)
+
+
+def _draw_legend(image: np.ndarray, entries: Sequence[Tuple[Tuple[int, int, int], str]]):
+    """A white box in the top-left corner with a colour swatch and a text per entry."""
+    if not entries:
+        return image
+    height, width = image.shape[:2]
+    font_scale = max(0.4, min(2.0, min(height, width) / 1000))  # readable when shown shrunk
+    thickness = 1 if font_scale < 1 else 2
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    line = th + base + 4
+    swatch = th
+    text_w = max(
+        cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)[0][0]
+        for _, t in entries
+    )
+    box_w, box_h = min(width, swatch + text_w + 16), min(height, line * len(entries) + 8)
+    panel = image[:box_h, :box_w].astype(np.float32)
+    image[:box_h, :box_w] = (panel * 0.25 + 255 * 0.75).astype(np.uint8)  # see-through white
+    for k, (colour, text) in enumerate(entries):
+        y = 4 + k * line
+        cv2.rectangle(image, (4, y + 2), (4 + swatch, y + 2 + swatch), colour, -1)
+        cv2.rectangle(image, (4, y + 2), (4 + swatch, y + 2 + swatch), (0, 0, 0), 1)
+        org = (swatch + 10, y + th + 2)
+        cv2.putText(
+            image,
+            text,
+            org,
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
+    return image
