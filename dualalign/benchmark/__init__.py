@@ -1,1 +1,1 @@
-"""The benchmark harness's parts: dataset preparation and the Table 1/2 report."""
+"""Benchmarks: the Table 1/2 harness (datasets, runs, report) and the speed benchmark."""

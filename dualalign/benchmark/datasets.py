@@ -56,7 +56,7 @@ def prepare_dataset(name, data_root, class_agnostic, label):
     if not data_root or not os.path.isfile(os.path.join(data_root, "annotations_train.json")):
         raise FileNotFoundError(
             f"--data-root {data_root!r}: no annotations_train.json; point it at the cervix93 folder"
-            " (e.g. ../shared/data/cervix93)"
+            " (e.g. datasets/cervix93)"
         )
     train = os.path.join(data_root, "annotations_train.json")
     test = os.path.join(data_root, "annotations_test.json")

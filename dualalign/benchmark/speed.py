@@ -1,8 +1,8 @@
-"""Timing helpers of ``scripts/bench.py``: training steps, inference, evaluator and loader.
+"""Timing helpers of the speed benchmark: training steps, inference, evaluator and loader.
 
-Every step timing uses the same fixed batch, median over repeats after warm-up, with CUDA
-synchronisation around each step. Peak memory is CUDA's max allocated bytes per measurement
-(``None`` on the CPU, where no per-measurement figure exists).
+Every step timing uses the same fixed batch, with CUDA synchronisation around each step. Peak
+memory is CUDA's max allocated bytes per measurement (``None`` on the CPU, where no
+per-measurement figure exists).
 """
 
 import statistics
@@ -66,6 +66,55 @@ def forward_same_images(model, labeled: List[dict], unlabeled: List[dict]):
     return losses
 
 
+class TrainingStep:
+    """One SGD step of ``model`` on a fixed batch, as the trainer runs it; call it to time one.
+
+    The step is the trainer's: forward (labelled only when ``unlabeled`` is None; ``forward(model,
+    labeled, unlabeled)`` when given), loss sum with the model's unsupervised weight, backward,
+    SGD step, the single host copy of losses and statistics, ``after_step``. Call it inside an
+    ``EventStorage``.
+    """
+
+    def __init__(self, model, labeled, unlabeled, *, device, amp: bool, forward=None):
+        model.train()
+        self.model, self.labeled, self.unlabeled = model, labeled, unlabeled
+        self.device, self.amp, self.forward = device, amp, forward
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        self.semi = set(getattr(model, "semi_loss_names", ()))
+        self.weight = model.semi_loss_weight(10**9) if hasattr(model, "semi_loss_weight") else 1.0
+
+    def __call__(self) -> float:
+        """Run one step; return its wall seconds (CUDA synchronised before and after)."""
+        model = self.model
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.autocast("cuda", enabled=self.amp):
+            if self.forward is not None:
+                losses = self.forward(model, self.labeled, self.unlabeled)
+            elif self.unlabeled is None:
+                losses = model(self.labeled)
+            else:
+                losses = model(self.labeled, self.unlabeled)
+            total = sum(v * self.weight if k in self.semi else v for k, v in losses.items())
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.opt.step()
+        # The trainer's single host copy of the step (losses + statistics).
+        stats = model.step_statistics() if hasattr(model, "step_statistics") else {}
+        SemiSupervisedTrainer._to_host({**losses, **stats})
+        if hasattr(model, "after_step"):
+            model.after_step()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
 def time_training_steps(
     model,
     labeled,
@@ -79,69 +128,35 @@ def time_training_steps(
 ) -> Dict[str, Optional[float]]:
     """Median seconds per SGD step of ``model`` on a fixed batch, and peak CUDA memory (GiB).
 
-    The step is the trainer's: forward (labelled only when ``unlabeled`` is None; ``forward(model,
-    labeled, unlabeled)`` when given), loss sum with the model's unsupervised weight, backward,
-    SGD step, ``after_step``.
+    The step is :class:`TrainingStep`'s; ``warmup`` steps are run first and not counted.
     """
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
-    semi = set(getattr(model, "semi_loss_names", ()))
-    weight = model.semi_loss_weight(10**9) if hasattr(model, "semi_loss_weight") else 1.0
-    times = []
+    step = TrainingStep(model, labeled, unlabeled, device=device, amp=amp, forward=forward)
     is_cuda = torch.device(device).type == "cuda"
     if is_cuda:
         torch.cuda.reset_peak_memory_stats()
     with EventStorage():
-        for i in range(warmup + repeats):
-            _sync(device)
-            start = time.perf_counter()
-            with torch.autocast("cuda", enabled=amp):
-                if forward is not None:
-                    losses = forward(model, labeled, unlabeled)
-                elif unlabeled is None:
-                    losses = model(labeled)
-                else:
-                    losses = model(labeled, unlabeled)
-                total = sum(v * weight if k in semi else v for k, v in losses.items())
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                total.backward()
-                opt.step()
-            # The trainer's single host copy of the step (losses + statistics).
-            stats = model.step_statistics() if hasattr(model, "step_statistics") else {}
-            SemiSupervisedTrainer._to_host({**losses, **stats})
-            if hasattr(model, "after_step"):
-                model.after_step()
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+        times = [step() for _ in range(warmup + repeats)][warmup:]
     peak = torch.cuda.max_memory_allocated() / 2**30 if is_cuda else None
     return {"s_per_step": statistics.median(times), "peak_gib": peak}
 
 
-@torch.no_grad()
-def images_per_second(
-    model, inputs: List[dict], *, device, batch_size: int, warmup: int, repeats: int, amp=False
-) -> float:
-    """Inference throughput over ``inputs`` in batches of ``batch_size`` (median of repeats)."""
-    model.eval()
-    rates = []
-    for i in range(warmup + repeats):
-        _sync(device)
+class InferencePass:
+    """Inference of ``model`` over ``inputs`` in batches; call it to time one pass (seconds)."""
+
+    def __init__(self, model, inputs: List[dict], *, device, batch_size: int, amp=False):
+        self.model, self.inputs = model, inputs
+        self.device, self.batch_size, self.amp = device, batch_size, amp
+
+    @torch.no_grad()
+    def __call__(self) -> float:
+        self.model.eval()
+        _sync(self.device)
         start = time.perf_counter()
-        with torch.autocast("cuda", enabled=amp):
-            for k in range(0, len(inputs), batch_size):
-                model(inputs[k : k + batch_size])
-        _sync(device)
-        if i >= warmup:
-            rates.append(len(inputs) / (time.perf_counter() - start))
-    return statistics.median(rates)
+        with torch.autocast("cuda", enabled=self.amp):
+            for k in range(0, len(self.inputs), self.batch_size):
+                self.model(self.inputs[k : k + self.batch_size])
+        _sync(self.device)
+        return time.perf_counter() - start
 
 
 def time_call(fn: Callable[[], object], repeats: int = 1) -> float:

@@ -1,14 +1,14 @@
-#!/usr/bin/env python
-"""Where dual alignment's extra step time goes: (c) against (b), op by op (issue "Speed").
+"""Where dual alignment's extra step time goes: (c) against (b), op by op.
 
-    python benchmarks/profile_step.py --device cuda --out benchmarks/results/profile
-    python benchmarks/profile_step.py --quick            # CPU-sized, to check it runs
+    python scripts/profile_step.py --device cuda --out results/speed/profile
+    python scripts/profile_step.py --quick            # CPU-sized, to check it runs
 
-Same setting and batch as ``scripts/bench.py`` (paper R-101-FPN, 1200 px, 4 + 4 images, every
-unlabelled proposal pseudo-labelled). It
+Same setting and batch as the speed benchmark (:mod:`dualalign.benchmark.bench`: paper
+R-101-FPN, 1200 px, 4 + 4 images, every unlabelled proposal pseudo-labelled). It
 
-1. times (b0) (unlabelled half through the backbone only), (b) and (c) with ``DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE`` = 512 (paper), 256 and 128,
-   in one process: the cost of the unlabelled rows in the box head against the rest;
+1. times (b0) (unlabelled half through the backbone only), (b) and (c) with
+   ``DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE`` = 512 (paper), 256 and 128, in one process: the cost
+   of the unlabelled rows in the box head against the rest;
 2. profiles a few steps of (b) and of (c) with ``torch.profiler`` and writes the ops whose self
    time grows most from (b) to (c), on the device and on the host (``profile.md``).
 """
@@ -16,19 +16,18 @@ unlabelled proposal pseudo-labelled). It
 import argparse
 import json
 import os
-import sys
 from collections import defaultdict
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+import torch
 
-import torch  # noqa: E402
+from ..engine.trainer import Trainer
+from ..utils.atomic import atomic_write_json, atomic_write_text
+from ..utils.paths import repo_root
+from . import speed
+from .bench import parse_args as bench_parse_args
+from .settings import cfg_for, machine_name, setting
 
-import bench  # noqa: E402
-from dualalign.benchmark import speed  # noqa: E402
-from dualalign.engine.trainer import Trainer  # noqa: E402
-from dualalign.utils.atomic import atomic_write_text  # noqa: E402
+__all__ = ["diff_table", "main", "op_times"]
 
 PROPOSAL_COUNTS = (512, 256, 128)
 
@@ -40,12 +39,12 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--warmup", type=int, default=-1)
     p.add_argument("--profile-steps", type=int, default=3)
-    p.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results", "profile"))
+    p.add_argument("--out", default=os.path.join(repo_root(), "results", "speed", "profile"))
     return p.parse_args(argv)
 
 
 def build(s, method, proposals_per_image=None):
-    cfg = bench.cfg_for(s, method)
+    cfg = cfg_for(s, method)
     if proposals_per_image is not None:
         cfg.defrost()
         cfg.DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE = proposals_per_image
@@ -104,7 +103,7 @@ def main(argv=None):
     bargs = ["--device", args.device] + (["--quick"] if args.quick else [])
     bargs += ["--repeats", str(args.repeats)] if args.repeats else []
     bargs += ["--warmup", str(args.warmup)] if args.warmup >= 0 else []
-    s = bench.setting(bench.parse_args(bargs))
+    s = setting(bench_parse_args(bargs))
     labeled = speed.synthetic_batch(s["n_l"], s["size"], True, 1, s["device"])
     unlabeled = speed.synthetic_batch(s["n_u"], s["size"], False, 2, s["device"])
     timing_kw = dict(device=s["device"], amp=False, warmup=s["warmup"], repeats=s["repeats"])
@@ -148,7 +147,7 @@ def main(argv=None):
             times["c_k512_amp"]["s_per_step"] / times["b_amp"]["s_per_step"]
         )
     lines = [
-        f"# Profile of (c) dual alignment against (b), {bench.machine_name(s)}",
+        f"# Profile of (c) dual alignment against (b), {machine_name(s)}",
         "",
         f"Setting: {s['config_dir']}, {s['size']} px, {s['n_l']} + {s['n_u']} images, "
         f"{s['device']}, fp32; every unlabelled proposal pseudo-labelled (worst case).",
@@ -162,12 +161,9 @@ def main(argv=None):
         lines += ["## Device time"] + diff_table(prof_b, prof_c, 0) + [""]
     lines += ["## Host time"] + diff_table(prof_b, prof_c, 1) + [""]
     atomic_write_text(os.path.join(args.out, "profile.md"), "\n".join(lines))
-    atomic_write_text(
+    atomic_write_json(
         os.path.join(args.out, "profile.json"),
-        json.dumps({"times": times, "ratios": ratios, "setting": str(s)}, indent=1),
+        {"times": times, "ratios": ratios, "setting": str(s)},
     )
     print(json.dumps({"ratios": ratios}))
 
-
-if __name__ == "__main__":
-    main()

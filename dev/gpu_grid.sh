@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The second prepared GPU call (issues "Baselines + Tables 1/2" and "Speed"), repo root on a CUDA
-# machine whose python has torch/torchvision; detectron2 and the pure-Python deps come as wheels
-# in .whl/ (README "Speed and memory"). Cervix93 must be at $DATA (the device gets no ../shared):
-#   1. benchmarks/profile_step.py: (b0), (b), (c) at 512/256/128 unlabelled proposals, fp32 and
+# The second prepared GPU call (Tables 1/2 on Cervix93, and the speed profile), repo root on a
+# CUDA machine whose python has torch/torchvision; detectron2 and the pure-Python deps come as
+# wheels in .whl/ (docs/SPEED.md). Cervix93 must be at $DATA (copied with the tree):
+#   1. scripts/profile_step.py: (b0), (b), (c) at 512/256/128 unlabelled proposals, fp32 and
 #      AMP, and the op-level profile of (c) against (b). The GPU runs nothing else meanwhile.
 #   2. GPU preset smoke: configs/paper R-101-FPN at 1200 px, 4 + 4 images, every method, a few
 #      iterations on Cervix93 through scripts/run_benchmark.py.
@@ -16,10 +16,10 @@ DATA=${DATA:-datasets/cervix93}
 DEADLINE=${DEADLINE:-500}
 JOBS=${JOBS:-6}
 START=$(date +%s)
-source benchmarks/device_env.sh
+source dev/device_env.sh
 
 echo "== 1. profile ($(($(date +%s) - START)) s)"
-timeout 170 python3 benchmarks/profile_step.py --device cuda --out /tmp/profile \
+timeout 170 python3 scripts/profile_step.py --device cuda --out /tmp/profile \
   > "$OUT/profile.log" 2>&1 || echo "profile_step.py exited with $?"
 grep -v -i warn "$OUT/profile.log" | tail -12
 

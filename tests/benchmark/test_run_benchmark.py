@@ -2,16 +2,13 @@
 
 import json
 import os
-import sys
 
 import pytest
-from dualalign_testing import REPO_ROOT
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-import run_benchmark  # noqa: E402
-
-import dualalign.benchmark.datasets as bench_datasets  # noqa: E402
-from dualalign.benchmark.report import mean_std, tables_markdown  # noqa: E402
+import dualalign.benchmark.datasets as bench_datasets
+from dualalign.benchmark import harness as run_benchmark
+from dualalign.benchmark.report import mean_std, tables_markdown
+from dualalign.benchmark.runs import collect, prune_checkpoints, read_run_ap
 
 SHRINK = [
     "INPUT.MIN_SIZE_TRAIN",
@@ -75,6 +72,10 @@ def test_grid_outputs_skip_and_resume(tmp_path, monkeypatch, capsys):
     assert all(keys <= set(r) for r in runs)
     assert {r["method"] for r in runs} == {"supervised", "dualalign"}
     assert all(set(r["per_class"]) == {"ASC-US", "LSIL", "HSIL", "AGC"} for r in runs)
+    # Each run keeps its metrics.json beside its result.json, and the summary points to it.
+    assert all(r["metrics_file"] == f"runs/{r['method']}_f1_s0/metrics.json" for r in runs)
+    assert all((out / r["metrics_file"]).is_file() for r in runs)
+    assert {r["evaluated"] for r in runs} <= {"detector", "student", "teacher"}
     tables = (out / "tables.md").read_text()
     assert "Table 1" in tables and "Table 2" in tables and "Ours" in tables
     assert (out / "map_vs_fraction.png").stat().st_size > 1000
@@ -163,7 +164,7 @@ def test_jobs_split_the_cores_and_finished_runs_keep_final_weights_only(tmp_path
     assert "OMP_NUM_THREADS" not in run_benchmark.run_env(1)
     for name in ("model_0000049.pth", "model_final.pth", "last_checkpoint", "log.txt"):
         (tmp_path / name).write_text("x")
-    run_benchmark.prune_checkpoints(str(tmp_path))
+    prune_checkpoints(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "last_checkpoint",
         "log.txt",
@@ -184,3 +185,67 @@ def test_cervix93_opts(shared_data_dir):
     assert opts["MODEL.ROI_HEADS.NUM_CLASSES"] == "1"
     assert "REMAINDER_AS_UNLABELED" in " ".join(data["fraction_opts"](0.25))
     assert "c93_agnostic_test_pool" in " ".join(data["fraction_opts"](1.0))
+
+
+def _write_ap(folder, name, mAP, model=None):
+    record = {"mAP": mAP, "per_class": {"A": mAP, "B": None}, "per_iou": {"0.1": mAP}}
+    if model is not None:
+        record["model"] = model
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(record))
+
+
+def test_result_records_the_evaluated_model_and_both_of_a_teacher_pair(tmp_path):
+    plain = tmp_path / "plain"
+    _write_ap(plain, "range_ap.json", 10.0)  # written before the "model" key existed
+    assert read_run_ap(str(plain)) == {
+        "evaluated": "detector",
+        "mAP": 10.0,
+        "per_class": {"A": 10.0, "B": None},
+    }
+    pair = tmp_path / "pair"
+    _write_ap(pair, "range_ap.json", 12.0, model="teacher")
+    _write_ap(pair, "range_ap_teacher.json", 12.0, model="teacher")
+    _write_ap(pair, "range_ap_student.json", 11.0, model="student")
+    ap = read_run_ap(str(pair))
+    assert ap["evaluated"] == "teacher" and ap["mAP"] == 12.0
+    assert ap["models"] == {
+        "teacher": {"mAP": 12.0, "per_class": {"A": 12.0, "B": None}},
+        "student": {"mAP": 11.0, "per_class": {"A": 11.0, "B": None}},
+    }
+    # One of the pair alone is not a pair.
+    (pair / "range_ap_student.json").unlink()
+    assert "models" not in read_run_ap(str(pair))
+
+
+def test_summary_points_to_each_runs_metrics(tmp_path):
+    for name, metrics in (("supervised_f1_s0", True), ("dualalign_f1_s0", False)):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps(_toy_run(name.split("_f")[0], 1.0, 0, 1.0)))
+        if metrics:
+            (run / "metrics.json").write_text('{"iteration": 0}\n')
+    (tmp_path / "runs" / "csd_f1_s0").mkdir()  # unfinished: no result.json
+    runs = collect(str(tmp_path))
+    assert [r["method"] for r in runs] == ["dualalign", "supervised"]
+    assert runs[0]["metrics_file"] is None
+    assert runs[1]["metrics_file"] == "runs/supervised_f1_s0/metrics.json"
+
+
+def test_gitignore_keeps_run_records_and_drops_checkpoints():
+    import subprocess
+
+    from dualalign.utils.paths import repo_root
+
+    run = "results/synthetic/runs/dualalign_f1_s0/"
+    paths = [run + n for n in ("result.json", "metrics.json", "model_final.pth", "log.txt")]
+    paths.append(run + "inference/synthetic_test/coco_instances_results.json")
+    res = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode == 128:
+        pytest.skip(f"not a git checkout: {res.stderr.strip()}")
+    assert sorted(res.stdout.split()) == sorted(paths[2:])

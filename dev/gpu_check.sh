@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (issue "Speed and memory"): paper-setting bench in fp32 and AMP, then a
+# The prepared GPU speed run: paper-setting bench in fp32 and AMP, then a
 # 3-iteration AMP training through train_net.py. Run from the repo root on a CUDA machine whose
 # python already has torch/torchvision; detectron2 and the pure-Python deps come as wheels in
-# .whl/ (see README "Speed and memory"). Results land in $OUT (or benchmarks/results).
+# .whl/ (docs/SPEED.md). Results land in $OUT (or results/speed).
 set -euo pipefail
-OUT=${OUT:-benchmarks/results}
-source benchmarks/device_env.sh
+OUT=${OUT:-results/speed}
+source dev/device_env.sh
 python3 scripts/bench.py --device cuda --amp --output "$OUT" 2>&1 | grep -v -i warn | tee "$OUT/bench.log"
 python3 scripts/make_synthetic.py --out /tmp/syn --num-labeled 8 --num-unlabeled 8 --num-val 2 --num-test 4 > /dev/null
 python3 train_net.py --config-file configs/synthetic/dualalign_R18_cpu.yaml \

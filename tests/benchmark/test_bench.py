@@ -1,0 +1,105 @@
+"""The speed benchmark runs end to end and reports every measurement (no timing is asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dualalign.benchmark import bench, settings
+from dualalign.benchmark.interleave import interleaved_times, ratio_summary, round_medians
+from dualalign.utils.paths import repo_root
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_results(tmp_path):
+    cmd = [
+        sys.executable,
+        os.path.join(repo_root(), "scripts", "bench.py"),
+        "--quick",
+        "--repeats",
+        "1",
+        "--rounds",
+        "2",
+        "--warmup",
+        "0",
+        "--eval-images",
+        "50",
+        "--large",
+        "512",
+        "--machine",
+        "test-machine",
+        "--output",
+        str(tmp_path),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root())
+    assert res.returncode == 0, res.stderr[-3000:]
+    headline = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in (
+        "step_ratio_vs_supervised_same_images",
+        "step_ratio_vs_mean_teacher",
+        "step_ratio_vs_backbone_only_same_images",
+        "infer_ratio_vs_plain",
+        "loader_ratio",
+    ):
+        assert headline[key] > 0
+    result = json.loads((tmp_path / "test-machine-quick.json").read_text())
+    assert set(result["steps"]) == {
+        "a_supervised_labeled",
+        "b0_backbone_only_same_images",
+        "b_supervised_same_images",
+        "c_dualalign",
+        "d_csd",
+        "e_mean_teacher",
+    }
+    assert "| c_dualalign |" in (tmp_path / "test-machine-quick.md").read_text()
+    spread = result["headline_spread"]["step_ratio_vs_supervised_same_images"]
+    assert spread["rounds"] == 2 and spread["min"] <= spread["median"] <= spread["max"]
+    assert all(len(v["s_per_round"]) == 2 for v in result["steps"].values())
+
+
+def test_setting_defaults_and_flag_overrides():
+    paper = settings.setting(bench.parse_args(["--device", "cpu"]))
+    assert (paper["size"], paper["n_l"], paper["n_u"], paper["repeats"]) == (1200, 4, 4, 10)
+    # the paper setting trains from random init, so it must not keep frozen BN
+    assert paper["opts"] == ["MODEL.DEVICE", "cpu"] + settings.SETTINGS["paper"]["opts"]
+    assert "BN" in paper["opts"] and "FREEZE_AT" in " ".join(paper["opts"])
+    quick = settings.setting(
+        bench.parse_args(["--quick", "--device", "cpu", "--repeats", "1", "--warmup", "0"])
+    )
+    assert (quick["size"], quick["repeats"], quick["warmup"], quick["large"]) == (256, 1, 0, 1024)
+    assert quick["opts"] == ["MODEL.DEVICE", "cpu"]
+    # the table itself is not modified by a call
+    assert settings.SETTINGS["quick"]["repeats"] == 5 and settings.SETTINGS["paper"]["opts"][0] == (
+        "MODEL.WEIGHTS"
+    )
+    assert (paper["rounds"], quick["rounds"]) == (3, 6)
+    assert settings.setting(bench.parse_args(["--quick", "--rounds", "9"]))["rounds"] == 9
+
+
+def test_interleaved_rounds_rotate_the_order_and_ratios_are_per_round():
+    order = []
+    clock = {"a": iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), "b": iter([2.0, 4.0, 6.0, 8.0, 9.0, 9.0])}
+
+    def call(name):
+        def run():
+            order.append(name)
+            return next(clock[name])
+
+        return run
+
+    times = interleaved_times({"a": call("a"), "b": call("b")}, rounds=3, repeats=2)
+    assert order == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert times["a"] == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    medians = round_medians(times)
+    assert medians == {"a": [1.5, 3.5, 5.5], "b": [3.0, 7.0, 9.0]}
+    summary = ratio_summary(medians["b"], medians["a"])
+    assert summary["rounds"] == 3
+    assert summary["median"] == pytest.approx(2.0)
+    assert summary["min"] == pytest.approx(9.0 / 5.5) and summary["max"] == pytest.approx(2.0)
+    assert summary["q25"] <= summary["median"] <= summary["q75"]
+    one = ratio_summary([2.0], [1.0])
+    assert one["median"] == one["q25"] == one["q75"] == 2.0
+    with pytest.raises(ValueError, match="as many rounds"):
+        ratio_summary([1.0, 2.0], [1.0])
