@@ -1,6 +1,5 @@
 """The built-in synthetic data set: determinism, COCO files on disk, and class statistics."""
 
-import importlib.util
 import json
 import os
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from dualalign.data.synthetic import cli
 from dualalign.data.synthetic import (
     CLASS_NAMES,
     SPLITS,
@@ -17,7 +17,6 @@ from dualalign.data.synthetic import (
     render_patch,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = dict(num_labeled=12, num_unlabeled=20, num_val=4, num_test=8)
 
 
@@ -192,11 +191,6 @@ def test_generate_dataset_is_deterministic_and_idempotent(tmp_path):
 
 
 def test_make_synthetic_cli(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "make_synthetic", os.path.join(REPO_ROOT, "scripts", "make_synthetic.py")
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     out = tmp_path / "cli"
     cli.main(
         [
