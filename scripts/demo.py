@@ -13,14 +13,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,6 +28,8 @@ from dualalign.data.datasets import thing_classes_of  # noqa: E402
 from dualalign.data.synthetic import generate_dataset  # noqa: E402
 from dualalign.engine.setup import build_cfg  # noqa: E402
 from dualalign.engine.trainer import Trainer  # noqa: E402
+from dualalign.utils.atomic import atomic_write_json  # noqa: E402
+from dualalign.utils.paths import repo_root  # noqa: E402
 from dualalign.utils.visualize import draw_fig2, grid  # noqa: E402
 
 METHODS = {
@@ -79,7 +78,7 @@ def method_cfg(config, args, method):
         "DUALALIGN.DATASETS.UNLABELED",
         str([["synthetic_unlabeled", f"{args.data}/unlabeled.json", f"{args.data}/images"]]),
     ]
-    return build_cfg(os.path.join(REPO_ROOT, config), opts, device=device)
+    return build_cfg(os.path.join(repo_root(), config), opts, device=device)
 
 
 def log_to_file(output_dir):
@@ -170,8 +169,10 @@ def main():
     prediction_figure(
         models["dualalign"], method_cfg(METHODS["dualalign"], args, "dualalign"), figure
     )
-    with open(os.path.join(args.output, "demo_results.json"), "w") as f:
-        json.dump({"iterations": args.iters, "seed": args.seed, "results": results}, f, indent=1)
+    atomic_write_json(
+        os.path.join(args.output, "demo_results.json"),
+        {"iterations": args.iters, "seed": args.seed, "results": results},
+    )
     print(f"\nFig. 2-style predictions (GT red, TP green, FP blue): {figure}")
 
 

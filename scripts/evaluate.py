@@ -13,13 +13,11 @@ classes without ground truth). Bad input exits with code 2 and a one-line error.
 
 import argparse
 import json
-import os
 import sys
 import warnings
 
 # Importing the package imports torch, whose deprecation notice would break the one-line errors.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dualalign.evaluation.range_ap import (  # noqa: E402
     coco_from_dict,

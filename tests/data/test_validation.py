@@ -13,14 +13,13 @@ import pytest
 from detectron2.structures import BoxMode
 from PIL import Image
 
+from dualalign.data import check_cli as check_dataset
 from dualalign.data.dataset_summary import dataset_summary, format_summary
 from dualalign.data.unlabeled_pool import load_unlabeled
 from dualalign.data.validation import DatasetError, load_coco_detection
+from dualalign.utils.paths import repo_root
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLI = os.path.join(REPO_ROOT, "scripts", "check_dataset.py")
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-import check_dataset  # noqa: E402
+CLI = os.path.join(repo_root(), "scripts", "check_dataset.py")
 
 W, H = 40, 30  # size of every test image
 

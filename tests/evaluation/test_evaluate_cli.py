@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(REPO_ROOT, "scripts", "evaluate.py")
+from dualalign.utils.paths import repo_root
+
+SCRIPT = os.path.join(repo_root(), "scripts", "evaluate.py")
 
 GT = {
     "images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
@@ -30,9 +31,13 @@ def _write(path, obj):
     return str(path)
 
 
-def _run(*args, cwd=REPO_ROOT):
+def _run(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, SCRIPT, *args],
+        cwd=cwd or repo_root(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
