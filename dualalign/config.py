@@ -113,10 +113,17 @@ def add_dualalign_config(cfg):
 
     # Mean Teacher baseline (Tarvainen & Valpola, 2017).
     _C.DUALALIGN.MEAN_TEACHER = CN()
-    _C.DUALALIGN.MEAN_TEACHER.EMA_DECAY = 0.999  # teacher = decay * teacher + (1 - decay) * student
     _C.DUALALIGN.MEAN_TEACHER.WEIGHT = 1.0  # maximum consistency weight
-    _C.DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS = 2000  # sigmoid ramp-up length in iterations
-    _C.DUALALIGN.MEAN_TEACHER.EVAL_TEACHER = True  # evaluate the teacher (False: the student)
+    # Sigmoid ramp-up length in iterations, counted from DUALALIGN.TEACHER.START_ITER.
+    _C.DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS = 2000
+
+    # EMA teacher of the teacher-based methods (Mean Teacher).
+    _C.DUALALIGN.TEACHER = CN()
+    # Iteration at which the teacher becomes a copy of the student (0: of the network as built
+    # and loaded, e.g. the MODEL.WEIGHTS checkpoint); before it no unsupervised term, no EMA.
+    _C.DUALALIGN.TEACHER.START_ITER = 0
+    _C.DUALALIGN.TEACHER.EMA_DECAY = 0.999  # teacher = decay * teacher + (1 - decay) * student
+    _C.DUALALIGN.TEACHER.EVAL_TEACHER = True  # evaluate the teacher (False: the student)
 
 
 def _fail(key, value, allowed):
@@ -168,11 +175,12 @@ def validate_dualalign_config(cfg):
             ">= 0",
         ),
         (
-            "DUALALIGN.MEAN_TEACHER.EMA_DECAY",
-            d.MEAN_TEACHER.EMA_DECAY,
-            0 <= d.MEAN_TEACHER.EMA_DECAY < 1,
+            "DUALALIGN.TEACHER.EMA_DECAY",
+            d.TEACHER.EMA_DECAY,
+            0 <= d.TEACHER.EMA_DECAY < 1,
             "0 <= value < 1",
         ),
+        ("DUALALIGN.TEACHER.START_ITER", d.TEACHER.START_ITER, d.TEACHER.START_ITER >= 0, ">= 0"),
         ("DUALALIGN.CSD.BG_THRESH", d.CSD.BG_THRESH, 0 <= d.CSD.BG_THRESH < 1, "0 <= value < 1"),
         (
             "MODEL.ROI_HEADS.NUM_CLASSES",

@@ -20,6 +20,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
+from ..modeling.teacher import TEACHER_PREFIX, EMATeacher
 from ..utils.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
         # A model with an EMA teacher (Mean Teacher) has every student name twice; detectron2's
         # suffix matching of model-zoo .pkl names then refuses to pick one. Match the student's
         # names only; the model copies the student into the teacher when the teacher is absent.
-        prefix = getattr(self.model, "teacher_prefix", None)
-        if prefix and checkpoint.get("matching_heuristics", False):
+        has_teacher = isinstance(getattr(self.model, "teacher", None), EMATeacher)
+        if has_teacher and checkpoint.get("matching_heuristics", False):
+            prefix = TEACHER_PREFIX
             self._convert_ndarray_to_tensor(checkpoint["model"])
             student = {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefix)}
             checkpoint["model"] = align_and_update_state_dicts(

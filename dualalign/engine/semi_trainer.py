@@ -67,6 +67,8 @@ class SemiSupervisedTrainer(SimpleTrainer):
         data_time = time.perf_counter() - start
 
         core = unwrap(self.model)
+        if hasattr(core, "before_step"):
+            core.before_step(self.iter)
         weight = core.semi_loss_weight(self.iter) if hasattr(core, "semi_loss_weight") else 1.0
         semi_names = set(getattr(core, "semi_loss_names", ()))
         try:

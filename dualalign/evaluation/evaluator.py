@@ -100,6 +100,12 @@ class RangeAPEvaluator(DatasetEvaluator):
             is read from it; otherwise it is built from ``DatasetCatalog.get(dataset_name)``.
         iou_thresholds: IoU thresholds to average over.
         output_dir: if set, ``coco_instances_results.json`` and ``range_ap.json`` go there.
+            ``range_ap.json`` names the model it scores under ``"model"``.
+        model_name: which network of the model is scored: "detector" (the model as a whole),
+            or "teacher" / "student" for a model with an EMA teacher. For those the files are
+            also written as ``range_ap_<name>.json`` and ``coco_instances_results_<name>.json``.
+        primary: whether this is the evaluated model, i.e. writes ``range_ap.json`` (a model
+            with a teacher is scored twice, once per network, and one of them is primary).
         max_dets: detections kept per image.
         distributed: gather predictions from all ranks to rank 0.
     """
@@ -111,10 +117,14 @@ class RangeAPEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         max_dets: int = 200,
         distributed: bool = True,
+        model_name: str = "detector",
+        primary: bool = True,
     ):
         self._dataset_name = dataset_name
         self._iou_thresholds = [float(t) for t in iou_thresholds]
         self._output_dir = output_dir
+        self._model_name = model_name
+        self._primary = primary
         self._max_dets = int(max_dets)
         self._distributed = distributed
         self._metadata = MetadataCatalog.get(dataset_name)
@@ -156,16 +166,24 @@ class RangeAPEvaluator(DatasetEvaluator):
             self._coco_gt, predictions, self._iou_thresholds, max_dets=self._max_dets
         )
         logger.info(
-            f"Box AP over IoU {self._iou_thresholds} on {self._dataset_name}:\n"
+            f"Box AP over IoU {self._iou_thresholds} on {self._dataset_name} "
+            f"({self._model_name}):\n"
             + format_ap_table(result)
         )
         if self._output_dir:
+            self._save(predictions, dict(to_jsonable(result), model=self._model_name))
+        return OrderedDict(bbox=self._flatten(result))
+
+    def _save(self, predictions: List[dict], result: Dict[str, Any]) -> None:
+        suffixes = [""] if self._primary else []
+        if self._model_name != "detector":
+            suffixes.append("_" + self._model_name)
+        for suffix in suffixes:
             out = self._output_dir
             atomic_write_json(
-                os.path.join(out, "coco_instances_results.json"), predictions, indent=None
+                os.path.join(out, f"coco_instances_results{suffix}.json"), predictions, indent=None
             )
-            atomic_write_json(os.path.join(out, "range_ap.json"), to_jsonable(result), indent=None)
-        return OrderedDict(bbox=self._flatten(result))
+            atomic_write_json(os.path.join(out, f"range_ap{suffix}.json"), result, indent=None)
 
     def _flatten(self, result: Dict[str, Any]) -> Dict[str, float]:
         """Flat ``{"mAP", "AP-<class>", "AP@<iou>"}`` of floats; classes without GT left out."""

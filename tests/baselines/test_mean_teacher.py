@@ -9,8 +9,9 @@ from detectron2.solver.build import get_default_optimizer_params
 
 import dualalign.baselines.mean_teacher as mt_module
 from dualalign.baselines.consistency import flip_boxes
-from dualalign.baselines.mean_teacher import ema_decay_at
 from dualalign.engine.checkpoint import AtomicCheckpointer
+from dualalign.modeling.rampup import sigmoid_rampup
+from dualalign.modeling.teacher import ema_update_
 
 CFG = "mean_teacher_R18_cpu.yaml"
 
@@ -19,29 +20,82 @@ def _teacher_param(model):
     return model.teacher["roi_heads"].box_predictor.cls_score.weight
 
 
-def test_ema_decay_warm_up():
-    assert ema_decay_at(1, 0.999) == pytest.approx(0.5)
-    assert ema_decay_at(2, 0.999) == pytest.approx(2.0 / 3.0)
-    assert ema_decay_at(10_000, 0.999) == pytest.approx(0.999)
-    assert ema_decay_at(5, 0.0) == 0.0
+def _stem_norm(net):
+    return net.bottom_up.stem.conv1.norm
 
 
-def test_after_step_is_the_ema_of_parameters_and_copies_buffers(tiny_model):
+def test_after_step_is_the_ema_of_parameters_and_bn_statistics(tiny_model):
     model, cfg = tiny_model(CFG)
-    assert cfg.DUALALIGN.MEAN_TEACHER.EMA_DECAY == 0.999
+    assert cfg.DUALALIGN.TEACHER.EMA_DECAY == 0.999 and cfg.DUALALIGN.TEACHER.START_ITER == 0
+    a = cfg.DUALALIGN.TEACHER.EMA_DECAY
     student = model.roi_heads.box_predictor.cls_score.weight
+    s_norm, t_norm = _stem_norm(model.backbone), _stem_norm(model.teacher["backbone"])
     with torch.no_grad():
         student.add_(1.0)  # as if an optimizer step had moved the student
-        model.backbone.bottom_up.stem.conv1.norm.running_mean.add_(3.0)
-    model.ema_updates.fill_(99)  # the next update is the 100th: a = min(0.999, 100/101)
+        s_norm.running_mean.add_(3.0)
+        s_norm.num_batches_tracked.fill_(5)
     teacher_before = _teacher_param(model).clone()
+    mean_before = t_norm.running_mean.clone()
     model.after_step()
-    a = 1.0 - 1.0 / 101.0
+    # A constant decay: no warm-up averaging once the teacher exists.
     expected = a * teacher_before + (1.0 - a) * student.detach()
     assert torch.allclose(_teacher_param(model), expected, atol=1e-6)
-    assert int(model.ema_updates) == 100
-    t_norm = model.teacher["backbone"].bottom_up.stem.conv1.norm
-    assert torch.equal(t_norm.running_mean, model.backbone.bottom_up.stem.conv1.norm.running_mean)
+    # Buffer policy: float buffers follow the same EMA, integer buffers are copied.
+    expected_mean = a * mean_before + (1.0 - a) * s_norm.running_mean
+    assert torch.allclose(t_norm.running_mean, expected_mean, atol=1e-6)
+    assert not torch.allclose(t_norm.running_mean, s_norm.running_mean)
+    assert int(t_norm.num_batches_tracked) == 5
+
+
+def test_ema_update_is_a_copy_at_decay_zero_and_keeps_constants():
+    t, s = [torch.zeros(3), torch.tensor(1)], [torch.arange(3.0), torch.tensor(4)]
+    ema_update_(t, s, 0.0)
+    assert torch.equal(t[0], s[0]) and int(t[1]) == 4
+    const_t, const_s = [torch.full((2,), 2.0)], [torch.full((2,), 2.0)]
+    ema_update_(const_t, const_s, 0.9)  # FrozenBN's buffers: EMA of a constant is the constant
+    assert torch.allclose(const_t[0], torch.full((2,), 2.0))
+
+
+def test_teacher_starts_as_an_exact_copy_at_start_iter(tiny_model, batch):
+    model, cfg = tiny_model(CFG, "DUALALIGN.TEACHER.START_ITER", 3)
+    model.train()
+    assert not model.teacher.is_started
+    teacher_before = _teacher_param(model).clone()
+    with torch.no_grad():  # the student trains during the burn-in
+        model.roi_heads.box_predictor.cls_score.weight.add_(1.0)
+        _stem_norm(model.backbone).running_var.mul_(2.0)
+    for it in range(3):
+        model.before_step(it)
+        assert model.semi_loss_weight(it) == 0.0
+        losses = model(*batch)
+        assert "loss_mt_cons" not in losses  # no unsupervised term before the start
+        model.after_step()  # no EMA either
+        assert torch.equal(_teacher_param(model), teacher_before)
+    model.before_step(3)
+    assert model.teacher.is_started
+    student_state = {k: v for k, v in model.state_dict().items() if not k.startswith("teacher.")}
+    teacher_state = model.teacher.state_dict()
+    for key, value in student_state.items():
+        if key.split(".")[0] in model.teacher:
+            assert torch.equal(teacher_state[key], value), key  # parameters and buffers
+    assert "loss_mt_cons" in model(*batch)
+    # The ramp-up counts from the start: its first value at START_ITER, its end T later.
+    ramp, weight = cfg.DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS, cfg.DUALALIGN.MEAN_TEACHER.WEIGHT
+    assert model.semi_loss_weight(3) == sigmoid_rampup(0, ramp, weight)
+    assert model.semi_loss_weight(3 + ramp) == weight > model.semi_loss_weight(2 + ramp)
+
+
+def test_start_iter_0_makes_the_teacher_a_copy_of_the_loaded_checkpoint(tiny_model, tmp_path):
+    source, cfg = tiny_model(CFG)
+    with torch.no_grad():
+        source.roi_heads.box_predictor.cls_score.weight.fill_(0.125)
+    path = tmp_path / "supervised.pth"
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("teacher.")}
+    torch.save({"model": state}, path)
+    model, _ = tiny_model(CFG)
+    AtomicCheckpointer(model).load(str(path))
+    model.before_step(0)
+    assert torch.all(_teacher_param(model) == 0.125)
 
 
 def test_teacher_is_frozen_and_outside_the_optimizer(tiny_model, batch):
@@ -78,33 +132,32 @@ def test_state_dict_holds_teacher_and_round_trips(tiny_model):
     model, cfg = tiny_model(CFG)
     with torch.no_grad():
         _teacher_param(model).add_(0.5)
-    model.ema_updates.fill_(7)
+    model.teacher.started.fill_(False)
     state = model.state_dict()
     assert any(k.startswith("teacher.backbone.") for k in state)
     assert "teacher.roi_heads.box_predictor.cls_score.weight" in state
     other = build_model(cfg)
     other.load_state_dict(state)  # strict
     assert torch.equal(_teacher_param(other), _teacher_param(model))
-    assert int(other.ema_updates) == 7
+    assert not other.teacher.is_started  # where the schedule stands is restored too
 
 
 def test_student_only_weights_are_copied_into_the_teacher(tiny_model):
     model, cfg = tiny_model(CFG)
     state = model.state_dict()
-    mt_only = ("teacher", "ema_updates")
-    student_only = {k: v for k, v in state.items() if k.split(".")[0] not in mt_only}
+    student_only = {k: v for k, v in state.items() if not k.startswith("teacher.")}
     student_only["roi_heads.box_predictor.cls_score.weight"] = torch.full_like(
         student_only["roi_heads.box_predictor.cls_score.weight"], 0.25
     )
     other = build_model(cfg)
     other.load_state_dict(student_only)  # strict: the teacher entries are filled in
     assert torch.all(_teacher_param(other) == 0.25)
-    assert int(other.ema_updates) == 0
+    assert other.teacher.is_started  # START_ITER 0: that copy is the teacher
 
 
 def test_inference_switches_between_teacher_and_student(tiny_model, batch):
     model, cfg = tiny_model(CFG)
-    assert cfg.DUALALIGN.MEAN_TEACHER.EVAL_TEACHER and model.eval_teacher
+    assert cfg.DUALALIGN.TEACHER.EVAL_TEACHER and model.eval_teacher
     model.eval()
     images = batch[1][:1]
 

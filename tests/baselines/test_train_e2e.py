@@ -77,3 +77,22 @@ def test_baseline_trains_with_the_shared_trainer(
         assert math.isfinite(last[name]), (name, last)
     assert last["lambda"] == pytest.approx(trainer.model.semi_loss_weight(last["iteration"]))
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
+
+    # The evaluated model's AP names it; a model with a teacher is scored as both networks.
+    folder = os.path.join(out, "inference", cfg.DATASETS.TEST[0])
+    saved = {
+        name: json.load(open(os.path.join(folder, name)))
+        for name in os.listdir(folder)
+        if name.startswith("range_ap")
+    }
+    if config_name.startswith("mean_teacher"):
+        assert set(saved) == {"range_ap.json", "range_ap_teacher.json", "range_ap_student.json"}
+        assert saved["range_ap.json"] == saved["range_ap_teacher.json"]  # EVAL_TEACHER
+        assert saved["range_ap_student.json"]["model"] == "student"
+        assert saved["range_ap_teacher.json"]["model"] == "teacher"
+        logged = [r for r in records if "teacher/bbox/mAP" in r][-1]  # the EvalHook's record
+        assert logged["teacher/bbox/mAP"] == pytest.approx(saved["range_ap_teacher.json"]["mAP"])
+        assert logged["student/bbox/mAP"] == pytest.approx(saved["range_ap_student.json"]["mAP"])
+        assert logged["bbox/mAP"] == pytest.approx(saved["range_ap.json"]["mAP"])
+    else:
+        assert set(saved) == {"range_ap.json"} and saved["range_ap.json"]["model"] == "detector"
