@@ -6,10 +6,13 @@ class *last*, and regression deltas ``[N, 4 * C]`` (class-specific) or ``[N, 4]`
 resized image. Every reduction that could see zero rows returns 0 with a graph instead of NaN.
 """
 
-from typing import Dict, Union
+from typing import Dict, List, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from detectron2.structures import ImageList
+
+from ..utils.graph import zero_with_graph
 
 __all__ = [
     "csd_losses",
@@ -17,14 +20,11 @@ __all__ = [
     "flip_deltas",
     "foreground_mask",
     "js_divergence",
+    "image_widths",
+    "mirror",
+    "flip_image",
     "softmax_mse",
-    "zero_with_graph",
 ]
-
-
-def zero_with_graph(*tensors: torch.Tensor) -> torch.Tensor:
-    """A scalar 0 connected to ``tensors``, so backward (and DDP) see every input as used."""
-    return sum(t.sum() for t in tensors) * 0.0
 
 
 def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,21 @@ def flip_boxes(boxes: torch.Tensor, width: Union[float, torch.Tensor]) -> torch.
     """
     x1, y1, x2, y2 = boxes.unbind(dim=1)
     return torch.stack([width - x2, y1, width - x1, y2], dim=1)
+
+
+def mirror(boxes: Sequence[torch.Tensor], widths: Sequence[int], which: Sequence[bool]):
+    """Mirror the boxes of the images flagged in ``which`` (others unchanged)."""
+    return [flip_boxes(b, w) if f else b for b, w, f in zip(boxes, widths, which)]
+
+
+def flip_image(inputs: dict) -> dict:
+    """A shallow copy of a model input dict whose ``image`` (CHW) is mirrored left-right."""
+    return dict(inputs, image=torch.flip(inputs["image"], dims=[-1]))
+
+
+def image_widths(images: ImageList) -> List[int]:
+    """Unpadded widths of the images of a batch (the frame boxes are mirrored in)."""
+    return [int(w) for _, w in images.image_sizes]
 
 
 def flip_deltas(deltas: torch.Tensor) -> torch.Tensor:

@@ -31,30 +31,28 @@ Where we differ (each a config-level or documented choice):
 At inference the model is exactly ``GeneralizedRCNN``.
 """
 
-from typing import List, Optional
+from typing import List
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 
-from ..modeling.meta_arch import slice_batch
-from ..modeling.rampup import sigmoid_rampdown, sigmoid_rampup
-from .common import (
+from ..modeling.detector_steps import (
     box_head_outputs,
-    flip_image,
-    image_widths,
-    mirror,
+    slice_batch,
     supervised_losses_and_extra_features,
     top_proposal_boxes,
 )
-from .consistency import csd_losses, foreground_mask
+from ..modeling.rampup import sigmoid_rampdown, sigmoid_rampup
+from ..modeling.semi_rcnn import SemiSupervisedRCNN
+from .consistency import csd_losses, flip_image, foreground_mask, image_widths, mirror
 
 __all__ = ["CSDRCNN"]
 
 
 @META_ARCH_REGISTRY.register()
-class CSDRCNN(GeneralizedRCNN):
+class CSDRCNN(SemiSupervisedRCNN):
     """Faster R-CNN trained with CSD's flip consistency on the unlabelled batch.
 
     ``forward(labeled, unlabeled)`` returns the supervised losses of the labelled images and
@@ -65,24 +63,11 @@ class CSDRCNN(GeneralizedRCNN):
     semi_loss_names = ("loss_csd_cls", "loss_csd_loc")
 
     @configurable
-    def __init__(
-        self,
-        *args,
-        weight: float = 1.0,
-        rampup_iters: int = 0,
-        rampdown_iters: int = 0,
-        max_iter: int = 1,
-        bg_thresh: float = 0.5,
-        proposals_per_image: int = 512,
-        **kwargs,
-    ):
+    def __init__(self, *args, rampdown_iters: int = 0, max_iter: int = 1, bg_thresh=0.5, **kwargs):
         super().__init__(*args, **kwargs)
-        self.weight = weight
-        self.rampup_iters = rampup_iters
         self.rampdown_iters = rampdown_iters
         self.max_iter = max_iter
         self.bg_thresh = bg_thresh
-        self.proposals_per_image = proposals_per_image
 
     @classmethod
     def from_config(cls, cfg):
@@ -94,25 +79,18 @@ class CSDRCNN(GeneralizedRCNN):
             rampdown_iters=c.RAMPDOWN_ITERS,
             max_iter=cfg.SOLVER.MAX_ITER,
             bg_thresh=c.BG_THRESH,
-            proposals_per_image=cfg.DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE,
         )
         return ret
 
-    def semi_loss_weight(self, iteration: int) -> float:
+    def weight_schedule(self, t: int) -> float:
         """CSD's schedule: ``WEIGHT`` x Gaussian ramp-up x Gaussian ramp-down (module docstring)."""
-        up = sigmoid_rampup(iteration, self.rampup_iters, self.weight)
-        return sigmoid_rampdown(iteration, self.max_iter, self.rampdown_iters, up)
+        up = sigmoid_rampup(t, self.rampup_iters, self.weight)
+        return sigmoid_rampdown(t, self.max_iter, self.rampdown_iters, up)
 
-    def forward(self, batched_inputs: List[dict], unlabeled_inputs: Optional[List[dict]] = None):
-        if not self.training:
-            return self.inference(batched_inputs)
-        if not unlabeled_inputs:
-            return super().forward(batched_inputs)
-        n = len(unlabeled_inputs)
-        views = list(unlabeled_inputs) + [flip_image(x) for x in unlabeled_inputs]
-        losses, images_v, features_v = supervised_losses_and_extra_features(
-            self, batched_inputs, views
-        )
+    def semi_forward(self, labeled: List[dict], unlabeled: List[dict]):
+        n = len(unlabeled)
+        views = list(unlabeled) + [flip_image(x) for x in unlabeled]
+        losses, images_v, features_v = supervised_losses_and_extra_features(self, labeled, views)
         images_x, features_x = slice_batch(images_v, features_v, 0, n)
         boxes = top_proposal_boxes(
             self.proposal_generator, images_x, features_x, self.proposals_per_image
@@ -133,6 +111,3 @@ class CSDRCNN(GeneralizedRCNN):
         kept = foreground_mask(logits, self.bg_thresh).float()
         frac = kept.mean() if len(kept) else kept.new_zeros(())
         storage.put_scalar("csd/kept_fraction", float(frac), smoothing_hint=False)
-
-    def after_step(self):
-        """Nothing to update after the optimizer step."""

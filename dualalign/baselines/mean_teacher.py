@@ -34,112 +34,61 @@ Loading weights that have no ``teacher.`` entries (ImageNet, a supervised checkp
 loaded student weights into the teacher, so both start from the same network.
 """
 
-from typing import List, Optional
+from typing import List
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
-from ..modeling.rampup import sigmoid_rampup
-from ..modeling.teacher import EMATeacher, fill_missing_teacher
-from .common import (
+from detectron2.modeling import META_ARCH_REGISTRY
+
+from ..modeling.detector_steps import (
     box_head_outputs,
-    flip_image,
-    image_widths,
-    mirror,
     supervised_losses_and_extra_features,
     top_proposal_boxes,
 )
-from .consistency import softmax_mse, zero_with_graph
+from ..modeling.semi_rcnn import SemiSupervisedRCNN
+from ..utils.graph import zero_with_graph
+from .consistency import flip_image, image_widths, mirror, softmax_mse
 
 __all__ = ["MeanTeacherRCNN"]
 
-# The student's parts that the teacher copies, in state_dict order.
-STUDENT_PARTS = ("backbone", "proposal_generator", "roi_heads")
-
 
 @META_ARCH_REGISTRY.register()
-class MeanTeacherRCNN(GeneralizedRCNN):
+class MeanTeacherRCNN(SemiSupervisedRCNN):
     """Faster R-CNN student with an EMA teacher (see module docstring).
 
     ``forward(labeled, unlabeled)`` returns the supervised losses of the labelled images and the
-    unweighted ``loss_mt_cons``; the trainer scales it by :meth:`semi_loss_weight` and calls
-    :meth:`after_step` after each optimizer step.
+    unweighted ``loss_mt_cons``; the teacher, its start, its EMA and the teacher/student switch
+    of inference are :class:`~dualalign.modeling.semi_rcnn.SemiSupervisedRCNN`'s.
     """
 
     semi_loss_names = ("loss_mt_cons",)
+    uses_teacher = True
     student_flip_prob = 0.5  # probability that the student's view of an image is mirrored
 
     @configurable
-    def __init__(
-        self,
-        *args,
-        ema_decay: float = 0.999,
-        start_iter: int = 0,
-        weight: float = 1.0,
-        rampup_iters: int = 0,
-        eval_teacher: bool = True,
-        proposals_per_image: int = 512,
-        **kwargs,
-    ):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.proposal_generator is None:
             raise ValueError("MeanTeacherRCNN needs an RPN (MODEL.PROPOSAL_GENERATOR.NAME RPN)")
-        self.weight = weight
-        self.rampup_iters = rampup_iters
-        self.eval_teacher = eval_teacher
-        self.proposals_per_image = proposals_per_image
-        self.teacher = EMATeacher(self._student(), ema_decay, start_iter)
-        self.register_load_state_dict_pre_hook(fill_missing_teacher)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        m, t = cfg.DUALALIGN.MEAN_TEACHER, cfg.DUALALIGN.TEACHER
-        ret.update(
-            ema_decay=t.EMA_DECAY,
-            start_iter=t.START_ITER,
-            weight=m.WEIGHT,
-            rampup_iters=m.RAMPUP_ITERS,
-            eval_teacher=t.EVAL_TEACHER,
-            proposals_per_image=cfg.DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE,
-        )
+        m = cfg.DUALALIGN.MEAN_TEACHER
+        ret.update(weight=m.WEIGHT, rampup_iters=m.RAMPUP_ITERS)
         return ret
 
-    def _student(self):
-        return {n: getattr(self, n) for n in STUDENT_PARTS}
-
-    def use_teacher_for_inference(self, flag: bool = True):
-        """Run :meth:`inference` with the teacher (True) or the student (False)."""
-        self.eval_teacher = bool(flag)
-
-    def semi_loss_weight(self, iteration: int) -> float:
-        """0 before the teacher starts, then the reference sigmoid ramp-up from its start."""
-        start = self.teacher.start_iter
-        if iteration < start:
-            return 0.0
-        return sigmoid_rampup(iteration - start, self.rampup_iters, self.weight)
-
-    def before_step(self, iteration: int):
-        """Copy the student into the teacher when ``iteration`` reaches the start."""
-        self.teacher.start_if_due(iteration, self._student())
-
-    def forward(self, batched_inputs: List[dict], unlabeled_inputs: Optional[List[dict]] = None):
-        if not self.training:
-            return self.inference(batched_inputs)
-        if not unlabeled_inputs or not self.teacher.is_started:
-            return super().forward(batched_inputs)
-        n = len(unlabeled_inputs)
+    def semi_forward(self, labeled: List[dict], unlabeled: List[dict]):
+        n = len(unlabeled)
         flips = (torch.rand(n) < self.student_flip_prob).tolist()
-        views = [flip_image(x) if f else x for x, f in zip(unlabeled_inputs, flips)]
-        losses, images_s, features_s = supervised_losses_and_extra_features(
-            self, batched_inputs, views
-        )
+        views = [flip_image(x) if f else x for x, f in zip(unlabeled, flips)]
+        losses, images_s, features_s = supervised_losses_and_extra_features(self, labeled, views)
         boxes = top_proposal_boxes(
             self.proposal_generator, images_s, features_s, self.proposals_per_image
         )
         logits_s, _ = box_head_outputs(self.roi_heads, features_s, boxes)
         boxes_t = mirror(boxes, image_widths(images_s), flips)  # back to the teacher's view
-        logits_t = self._teacher_logits(unlabeled_inputs, boxes_t)
+        logits_t = self._teacher_logits(unlabeled, boxes_t)
         cons = softmax_mse(logits_s, logits_t)
         losses["loss_mt_cons"] = cons.mean() if len(cons) else zero_with_graph(logits_s)
         return losses
@@ -151,26 +100,3 @@ class MeanTeacherRCNN(GeneralizedRCNN):
         features = self.teacher["backbone"](images.tensor)
         logits, _ = box_head_outputs(self.teacher["roi_heads"], features, boxes)
         return logits
-
-    def inference(self, batched_inputs, detected_instances=None, do_postprocess: bool = True):
-        """``GeneralizedRCNN.inference`` with the teacher's or the student's networks."""
-        if not self.eval_teacher:
-            return super().inference(batched_inputs, detected_instances, do_postprocess)
-        assert not self.training
-        backbone, rpn, roi_heads = (self.teacher[n] for n in STUDENT_PARTS)
-        images = self.preprocess_image(batched_inputs)
-        features = backbone(images.tensor)
-        if detected_instances is None:
-            proposals, _ = rpn(images, features, None)
-            results, _ = roi_heads(images, features, proposals, None)
-        else:
-            detected = [x.to(self.device) for x in detected_instances]
-            results = roi_heads.forward_with_given_boxes(features, detected)
-        if not do_postprocess:
-            return results
-        return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
-
-    @torch.no_grad()
-    def after_step(self):
-        """EMA update of the teacher after the optimizer step, once it has started."""
-        self.teacher.follow(self._student())

@@ -1,15 +1,17 @@
 """``SemiSupervisedTrainer``: the training step of every method, labelled + unlabelled.
 
-Each step: (1) fetch the paired batch, (2) compute lambda(t), (3) forward, (4) backward and
-optimizer step, (5) the model's post-step update (memory bank push, EMA teacher). The method
-itself lives in the model: it names its unsupervised loss terms (``semi_loss_names``), gives
-their weight (``semi_loss_weight(iter)``) and implements ``after_step()``. CSD, Mean Teacher and
-dual alignment share this trainer; supervised training uses it with a labelled-only loader.
+Each step: (1) fetch the paired batch, (2) the model's pre-step hook (teacher start) and
+lambda(t), (3) forward, (4) the weighted total, backward and optimizer step, (5) the model's
+post-step update (memory bank push, EMA teacher). The method itself lives in the model, a
+:class:`~dualalign.modeling.semi_rcnn.SemiSupervisedRCNN`: it names its unsupervised loss terms
+(``semi_loss_names``), gives their weight (``semi_loss_weight(iter)``) and implements the hooks.
+CSD, Mean Teacher and dual alignment share this trainer; supervised training uses it with a
+labelled-only loader and a plain ``GeneralizedRCNN``, which has no unsupervised part.
 """
 
 import logging
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -19,7 +21,33 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
+from ..modeling.semi_rcnn import SemiSupervisedRCNN
+
 logger = logging.getLogger(__name__)
+
+
+class _SupervisedOnly:
+    """The unsupervised part of a model that has none (plain ``GeneralizedRCNN``)."""
+
+    semi_loss_names = ()
+
+    def semi_loss_weight(self, iteration: int) -> float:
+        return 0.0
+
+    def before_step(self, iteration: int) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+    def step_statistics(self) -> Dict[str, torch.Tensor]:
+        return {}
+
+
+def weighted_total(terms: Dict[str, Any], semi_names, weight: float):
+    """Eq. 9's total: the supervised terms plus ``weight`` x the unsupervised ones (tensors or
+    floats alike, so the optimised loss and the logged one are the same sum)."""
+    return sum(v * weight if k in semi_names else v for k, v in terms.items())
 
 
 def unwrap(model):
@@ -58,6 +86,8 @@ class SemiSupervisedTrainer(SimpleTrainer):
         self.num_bad_steps = 0
         self._last_terms = {}
         self.last_checkpoint = last_checkpoint or (lambda: None)
+        core = unwrap(model)
+        self.method = core if isinstance(core, SemiSupervisedRCNN) else _SupervisedOnly()
 
     def run_step(self):
         assert self.model.training, "[SemiSupervisedTrainer] model was changed to eval mode!"
@@ -66,18 +96,17 @@ class SemiSupervisedTrainer(SimpleTrainer):
         labeled, unlabeled = data if self.paired else (data, None)
         data_time = time.perf_counter() - start
 
-        core = unwrap(self.model)
-        if hasattr(core, "before_step"):
-            core.before_step(self.iter)
-        weight = core.semi_loss_weight(self.iter) if hasattr(core, "semi_loss_weight") else 1.0
-        semi_names = set(getattr(core, "semi_loss_names", ()))
+        method = self.method
+        method.before_step(self.iter)
+        weight = method.semi_loss_weight(self.iter)
+        semi_names = set(method.semi_loss_names)
         try:
             with torch.autocast("cuda", enabled=self.amp):
                 if unlabeled is None:
                     loss_dict = self.model(labeled)
                 else:
                     loss_dict = self.model(labeled, unlabeled)
-                losses = sum(v * weight if k in semi_names else v for k, v in loss_dict.items())
+                losses = weighted_total(loss_dict, semi_names, weight)
         except FloatingPointError as e:
             # detectron2's RPN raises this itself once the weights hold Inf/NaN (no losses yet).
             where = self.last_checkpoint() or "none written yet"
@@ -93,12 +122,10 @@ class SemiSupervisedTrainer(SimpleTrainer):
             losses.backward()  # harmless when a term is not finite: then no step is taken
 
         # The step's only host-device sync: loss terms and the model's statistics together.
-        stats = core.step_statistics() if hasattr(core, "step_statistics") else {}
+        stats = method.step_statistics()
         values = self._to_host({**loss_dict, **stats})
         terms = {k: values[k] for k in loss_dict}
-        if not self._all_finite(
-            sum(v * weight if k in semi_names else v for k, v in terms.items())
-        ):
+        if not self._all_finite(weighted_total(terms, semi_names, weight)):
             self.optimizer.zero_grad()
             self._bad_step(terms)
             return
@@ -111,8 +138,7 @@ class SemiSupervisedTrainer(SimpleTrainer):
             self.grad_scaler.update()
         else:
             self.optimizer.step()
-        if hasattr(core, "after_step"):
-            core.after_step()
+        method.after_step()
 
     @staticmethod
     def _to_host(tensors: Dict[str, torch.Tensor]) -> Dict[str, float]:
@@ -157,8 +183,7 @@ class SemiSupervisedTrainer(SimpleTrainer):
         storage = get_event_storage()
         storage.put_scalar("data_time", np.max([m.pop("data_time") for m in all_metrics]))
         means = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
-        total = sum(v * weight if k in semi_names else v for k, v in means.items())
-        storage.put_scalar("total_loss", total)
+        storage.put_scalar("total_loss", weighted_total(means, semi_names, weight))
         storage.put_scalar("lambda", weight, smoothing_hint=False)
         if means:
             storage.put_scalars(**means)

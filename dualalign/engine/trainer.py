@@ -209,6 +209,4 @@ def split_proxy_group(optimizer: torch.optim.Optimizer, proxy_params, lr: float)
         if group["params"]:
             groups.append(group)
     optimizer.param_groups = groups
-    optimizer.add_param_group(
-        {"params": list(proxy_params), "lr": float(lr), "weight_decay": 0.0}
-    )
+    optimizer.add_param_group({"params": list(proxy_params), "lr": float(lr), "weight_decay": 0.0})

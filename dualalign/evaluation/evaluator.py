@@ -167,8 +167,7 @@ class RangeAPEvaluator(DatasetEvaluator):
         )
         logger.info(
             f"Box AP over IoU {self._iou_thresholds} on {self._dataset_name} "
-            f"({self._model_name}):\n"
-            + format_ap_table(result)
+            f"({self._model_name}):\n" + format_ap_table(result)
         )
         if self._output_dir:
             self._save(predictions, dict(to_jsonable(result), model=self._model_name))

@@ -4,11 +4,15 @@ from .memory_bank import PrototypeMemoryBank
 from .meta_arch import DualAlignRCNN
 from .projection_head import ClassProxies, ProjectionHead
 from .roi_heads import DualAlignROIHeads
+from .semi_rcnn import SemiSupervisedRCNN
+from .teacher import EMATeacher
 
 __all__ = [
     "ClassProxies",
     "DualAlignRCNN",
     "DualAlignROIHeads",
+    "EMATeacher",
     "ProjectionHead",
     "PrototypeMemoryBank",
+    "SemiSupervisedRCNN",
 ]

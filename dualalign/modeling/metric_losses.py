@@ -16,6 +16,8 @@ pairs are selected with masks, never with Python branches on tensor values.
 
 import torch
 
+from ..utils.graph import zero_with_graph
+
 __all__ = [
     "pairwise_distance",
     "proxy_loss",
@@ -33,11 +35,6 @@ _EPS_SQ = 1e-12
 def _norm(v):
     """Stable L2 norm over the last dim: sqrt(clamp(sum v^2, eps)), finite gradient at v == 0."""
     return v.pow(2).sum(dim=-1).clamp_min(_EPS_SQ).sqrt()
-
-
-def _zero_with_graph(*tensors):
-    """A 0 that keeps an autograd path to ``tensors``, so backward() and DDP see them used."""
-    return sum(t.sum() for t in tensors) * 0
 
 
 def pairwise_distance(a, b):
@@ -95,7 +92,7 @@ def proxy_loss(x, y, proxies):
             f"proxy_loss expects x [N, D] and y [N]; got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     if x.shape[0] == 0:
-        return _zero_with_graph(x, proxies)
+        return zero_with_graph(x, proxies)
     dist = pairwise_distance(x, proxies)  # [N, C]
     positive = dist.gather(1, y[:, None]).squeeze(1)
     is_positive = torch.zeros_like(dist, dtype=torch.bool).scatter_(1, y[:, None], True)
