@@ -1,16 +1,15 @@
 """Shared pytest setup: small thread counts (CI has 2 cores), fixtures for data."""
 
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
+# pytest puts this folder on sys.path (it holds no __init__.py): the test folders import
+# dualalign_testing by name.
 from dualalign_testing import SHARED_DATA
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture

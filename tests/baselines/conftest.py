@@ -1,62 +1,15 @@
 """Tiny baseline models and synthetic input dicts (no dataset files), for tests/baselines."""
 
-import os
-
 import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from dualalign_testing import quick_schedule
 
 from dualalign.engine.setup import build_cfg
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SIZE = 64
-
-# Shrinks a synthetic config to a model that runs a step in about a second on one core. The
-# dataset declarations are dropped: these tests build their inputs in memory.
-TINY_OPTS = [
-    "INPUT.MIN_SIZE_TRAIN",
-    (SIZE,),
-    "INPUT.MAX_SIZE_TRAIN",
-    SIZE,
-    "INPUT.MIN_SIZE_TEST",
-    SIZE,
-    "INPUT.MAX_SIZE_TEST",
-    SIZE,
-    "MODEL.FPN.OUT_CHANNELS",
-    32,
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    64,
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
-    200,
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-    50,
-    "MODEL.RPN.PRE_NMS_TOPK_TEST",
-    200,
-    "MODEL.RPN.POST_NMS_TOPK_TEST",
-    50,
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
-    32,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    32,
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-    0.0,
-    "TEST.DETECTIONS_PER_IMAGE",
-    20,
-    "DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE",
-    16,
-    "DUALALIGN.DATASETS.COCO",
-    [],
-    "DUALALIGN.DATASETS.UNLABELED",
-    [],
-    "DUALALIGN.DATASETS.TRAIN_UNLABELED",
-    (),
-    "DATASETS.TRAIN",
-    (),
-    "DATASETS.TEST",
-    (),
-]
+SIZE = 64  # side of the in-memory inputs below
 
 
 @pytest.fixture(autouse=True)
@@ -66,16 +19,17 @@ def event_storage():
         yield storage
 
 
-def config_path(name: str) -> str:
-    return os.path.join(REPO_ROOT, "configs", "synthetic", name)
-
-
 @pytest.fixture
 def tiny_cfg():
-    """``tiny_cfg(config_name, *opts)``: a frozen tiny CPU cfg from configs/synthetic."""
+    """``tiny_cfg(config_name, *opts)``: the frozen tiny CPU cfg of a configs/synthetic name.
+
+    The tiny model is the config's unit-test quick schedule (``csd_R18_cpu.yaml`` ->
+    ``configs/quick_schedules/csd_R18_unit_test.yaml``), which declares no data set.
+    """
 
     def make(config_name: str, *opts):
-        return build_cfg(config_path(config_name), TINY_OPTS + list(opts), device="cpu")
+        name = config_name.replace("_cpu.yaml", "_unit_test.yaml")
+        return build_cfg(quick_schedule(name), list(opts), device="cpu")
 
     return make
 

@@ -4,30 +4,15 @@ import json
 import os
 
 import pytest
+from dualalign_testing import INSTANT_TEST, quick_schedule_opts
 
 import dualalign.benchmark.datasets as bench_datasets
 from dualalign.benchmark import harness as run_benchmark
 from dualalign.benchmark.report import mean_std, tables_markdown
 from dualalign.benchmark.runs import collect, prune_checkpoints, read_run_ap
 
-SHRINK = [
-    "INPUT.MIN_SIZE_TRAIN",
-    "(128,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "128",
-    "INPUT.MIN_SIZE_TEST",
-    "128",
-    "INPUT.MAX_SIZE_TEST",
-    "128",
-    "MODEL.FPN.OUT_CHANNELS",
-    "64",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "128",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
-    "64",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "64",
-]
+# The instant-test config's model and input sizes, for every run of the grid.
+SHRINK = quick_schedule_opts(INSTANT_TEST, sections=("INPUT", "MODEL"))
 
 
 @pytest.mark.slow

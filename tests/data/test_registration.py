@@ -1,16 +1,15 @@
 """Datasets declared in the config (YAML keys or command-line opts) are registered by name."""
 
-import os
 import uuid
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from dualalign_testing import REPO_ROOT
 
 from dualalign.data.build import training_records
 from dualalign.engine.setup import build_cfg
+from dualalign.utils.paths import config_path
 
-CPU_CFG = os.path.join(REPO_ROOT, "configs", "synthetic", "dualalign_R18_cpu.yaml")
+CPU_CFG = config_path("synthetic", "dualalign_R18_cpu.yaml")
 
 
 def test_register_from_command_line_opts(tiny_synthetic, tmp_path):

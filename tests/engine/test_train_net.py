@@ -6,23 +6,20 @@ Tiny models from random init on a 128 px synthetic set, as detectron2's test_mod
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from dualalign_testing import REPO_ROOT, tiny_opts
+from detectron2.engine import default_argument_parser
+from dualalign_testing import dataset_opts, load_train_net, quick_schedule
 
-sys.path.insert(0, REPO_ROOT)
-from detectron2.engine import default_argument_parser  # noqa: E402
+from dualalign.engine.checkpoint import AtomicCheckpointer, WeightsNotFoundError
+from dualalign.engine.setup import build_cfg
+from dualalign.engine.trainer import Trainer
 
-import train_net  # noqa: E402
-from dualalign.engine.checkpoint import AtomicCheckpointer, WeightsNotFoundError  # noqa: E402
-from dualalign.engine.setup import build_cfg  # noqa: E402
-from dualalign.engine.trainer import Trainer  # noqa: E402
-
-CPU_CFG = os.path.join(REPO_ROOT, "configs", "synthetic", "dualalign_R18_cpu.yaml")
-SUP_CFG = os.path.join(REPO_ROOT, "configs", "synthetic", "supervised_R18_cpu.yaml")
+train_net = load_train_net()
+CPU_CFG = quick_schedule("dualalign_R18_instant_test")
+SUP_CFG = quick_schedule("supervised_R18_instant_test")
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +36,7 @@ def read_metrics(output_dir):
 
 def test_supervised_three_iterations_then_eval(tiny_synthetic, tmp_path):
     out = tmp_path / "sup"
-    results = run_train_net(SUP_CFG, tiny_opts(tiny_synthetic, out, "sup3"))
+    results = run_train_net(SUP_CFG, dataset_opts(tiny_synthetic, out, "sup3"))
     assert os.path.isfile(out / "model_final.pth")
     assert os.path.isfile(out / "labeled_split.json")
     bbox = results["bbox"]
@@ -51,7 +48,7 @@ def test_supervised_three_iterations_then_eval(tiny_synthetic, tmp_path):
     # --eval-only on the checkpoint reproduces the evaluation.
     again = run_train_net(
         SUP_CFG,
-        tiny_opts(tiny_synthetic, out, "sup3", MODEL__WEIGHTS=str(out / "model_final.pth")),
+        dataset_opts(tiny_synthetic, out, "sup3", MODEL__WEIGHTS=str(out / "model_final.pth")),
         "--eval-only",
     )
     assert again["bbox"]["mAP"] == pytest.approx(bbox["mAP"], abs=1e-6)
@@ -60,7 +57,7 @@ def test_supervised_three_iterations_then_eval(tiny_synthetic, tmp_path):
 
 def test_dualalign_five_iterations_logs_every_term(tiny_synthetic, tmp_path):
     out = tmp_path / "da"
-    opts = tiny_opts(
+    opts = dataset_opts(
         tiny_synthetic,
         out,
         "da5",
@@ -91,7 +88,7 @@ def test_dualalign_five_iterations_logs_every_term(tiny_synthetic, tmp_path):
 
 def test_memory_bank_survives_checkpoint_and_resume(tiny_synthetic, tmp_path):
     out = tmp_path / "resume"
-    opts = tiny_opts(tiny_synthetic, out, "res", SOLVER__MAX_ITER=4, SOLVER__CHECKPOINT_PERIOD=2)
+    opts = dataset_opts(tiny_synthetic, out, "res", SOLVER__MAX_ITER=4, SOLVER__CHECKPOINT_PERIOD=2)
     trainer = Trainer(build_cfg(CPU_CFG, opts))
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -103,7 +100,8 @@ def test_memory_bank_survives_checkpoint_and_resume(tiny_synthetic, tmp_path):
 
     # Resume: the tag points at model_final; its bank must come back exactly.
     final = torch.load(out / "model_final.pth", weights_only=True)["model"]
-    resumed = Trainer(build_cfg(CPU_CFG, tiny_opts(tiny_synthetic, out, "res", SOLVER__MAX_ITER=6)))
+    opts = dataset_opts(tiny_synthetic, out, "res", SOLVER__MAX_ITER=6)
+    resumed = Trainer(build_cfg(CPU_CFG, opts))
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 4
     bank = resumed.model.roi_heads.memory_bank
@@ -116,13 +114,13 @@ def test_memory_bank_survives_checkpoint_and_resume(tiny_synthetic, tmp_path):
 
 
 def test_finetune_across_class_counts_skips_only_the_head(tiny_synthetic, tmp_path, caplog):
-    cfg4 = build_cfg(CPU_CFG, tiny_opts(tiny_synthetic, tmp_path, "ft4"))
+    cfg4 = build_cfg(CPU_CFG, dataset_opts(tiny_synthetic, tmp_path, "ft4"))
     model4 = Trainer.build_model(cfg4)
     with torch.no_grad():
         model4.roi_heads.memory_bank.push(torch.randn(3, 32), torch.tensor([0, 2, 3]))
     AtomicCheckpointer(model4, save_dir=str(tmp_path)).save("four_classes")
 
-    opts2 = tiny_opts(
+    opts2 = dataset_opts(
         tiny_synthetic,
         tmp_path,
         "ft2",
@@ -148,7 +146,7 @@ def test_finetune_across_class_counts_skips_only_the_head(tiny_synthetic, tmp_pa
 def test_model_zoo_pkl_and_remote_weights(tiny_synthetic, tmp_path):
     import pickle
 
-    cfg = build_cfg(SUP_CFG, tiny_opts(tiny_synthetic, tmp_path, "pkl"))
+    cfg = build_cfg(SUP_CFG, dataset_opts(tiny_synthetic, tmp_path, "pkl"))
     model = Trainer.build_model(cfg)
     # A model-zoo style .pkl: numpy arrays under "model", with "__author__".
     blobs = {

@@ -10,9 +10,11 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "supervised_R18_cpu.yaml")
-# 128 px test size keeps a CPU forward pass well under a second.
-SMALL_OPTS = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.DEVICE", "cpu"]
+# The 128 px test size keeps a CPU forward pass well under a second.
+CONFIG = os.path.join(
+    REPO_ROOT, "configs", "quick_schedules", "supervised_R18_inference_test.yaml"
+)
+SMALL_OPTS = ["MODEL.DEVICE", "cpu"]
 # Fewer proposals and detections per image: inference-only settings, the weights are the same.
 FAST_OPTS = SMALL_OPTS + [
     "MODEL.RPN.PRE_NMS_TOPK_TEST",

@@ -1,20 +1,19 @@
 """DualAlignRCNN / DualAlignROIHeads on CPU: losses, pseudo labels, inference parity."""
 
-import os
 
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from dualalign_testing import REPO_ROOT, tiny_opts
+from dualalign_testing import dataset_opts, quick_schedule
 
 from dualalign.engine.checkpoint import AtomicCheckpointer
 from dualalign.engine.setup import build_cfg
 from dualalign.engine.trainer import Trainer
 from dualalign.modeling.pseudo_labels import gt_class_scores, pseudo_label
 
-CPU_CFG = os.path.join(REPO_ROOT, "configs", "synthetic", "dualalign_R18_cpu.yaml")
-SUP_CFG = os.path.join(REPO_ROOT, "configs", "synthetic", "supervised_R18_cpu.yaml")
+CPU_CFG = quick_schedule("dualalign_R18_instant_test")
+SUP_CFG = quick_schedule("supervised_R18_instant_test")
 FAKE_PATHS = {"labeled": "l.json", "unlabeled": "u.json", "test": "t.json", "image_root": "."}
 
 
@@ -39,7 +38,7 @@ def fake_batch(n, labeled, seed):
 
 
 def build(config, tag, **overrides):
-    cfg = build_cfg(config, tiny_opts(FAKE_PATHS, "/tmp/unused", tag, **overrides))
+    cfg = build_cfg(config, dataset_opts(FAKE_PATHS, "/tmp/unused", tag, **overrides))
     return cfg, Trainer.build_model(cfg)
 
 
