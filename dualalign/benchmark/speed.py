@@ -15,7 +15,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..data.synthetic import render_patch
-from ..engine.semi_trainer import SemiSupervisedTrainer
+from ..engine.semi_trainer import SemiSupervisedTrainer, weighted_total
+from ..modeling.semi_rcnn import SemiSupervisedRCNN
 
 
 def synthetic_batch(n: int, size: int, labeled: bool, seed: int, device) -> List[dict]:
@@ -45,7 +46,7 @@ def _sync(device):
 
 
 def forward_same_images(model, labeled: List[dict], unlabeled: List[dict]):
-    """Step (b) of the speed issue: supervised losses, plus the unlabelled half *forwarded*.
+    """Step (b) of the speed benchmark: supervised losses, plus the unlabelled half *forwarded*.
 
     The unavoidable cost of an unlabelled batch for any method that reads the detector's view of
     it: backbone (one batch with the labelled images), RPN proposals and the box head on the top
@@ -53,7 +54,10 @@ def forward_same_images(model, labeled: List[dict], unlabeled: List[dict]):
     ``DualAlignRCNN`` does, but no loss reads them. What (c) adds on top is the method itself:
     projection head, Eq. 1-8 and the bank, and the backward pass of those terms.
     """
-    from ..modeling.meta_arch import proposals_without_loss, supervised_losses_and_extra_features
+    from ..modeling.detector_steps import (
+        proposals_without_loss,
+        supervised_losses_and_extra_features,
+    )
 
     losses, images_u, features_u = supervised_losses_and_extra_features(model, labeled, unlabeled)
     heads = model.roi_heads
@@ -69,11 +73,14 @@ def forward_same_images(model, labeled: List[dict], unlabeled: List[dict]):
 class TrainingStep:
     """One SGD step of ``model`` on a fixed batch, as the trainer runs it; call it to time one.
 
-    The step is the trainer's: forward (labelled only when ``unlabeled`` is None; ``forward(model,
+    The step is the trainer's (``SemiSupervisedTrainer.run_step``) at a late iteration: the
+    model's ``before_step``, forward (labelled only when ``unlabeled`` is None; ``forward(model,
     labeled, unlabeled)`` when given), loss sum with the model's unsupervised weight, backward,
     SGD step, the single host copy of losses and statistics, ``after_step``. Call it inside an
     ``EventStorage``.
     """
+
+    LATE = 10**9  # the iteration the step is timed at
 
     def __init__(self, model, labeled, unlabeled, *, device, amp: bool, forward=None):
         model.train()
@@ -82,14 +89,18 @@ class TrainingStep:
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
-        self.semi = set(getattr(model, "semi_loss_names", ()))
-        self.weight = model.semi_loss_weight(10**9) if hasattr(model, "semi_loss_weight") else 1.0
+        # A semi-supervised model is timed long after its start (teacher copied, full weight).
+        self.method = model if isinstance(model, SemiSupervisedRCNN) else None
+        self.semi = set(self.method.semi_loss_names) if self.method else set()
+        self.weight = self.method.semi_loss_weight(self.LATE) if self.method else 1.0
 
     def __call__(self) -> float:
         """Run one step; return its wall seconds (CUDA synchronised before and after)."""
-        model = self.model
+        model, method = self.model, self.method
         _sync(self.device)
         start = time.perf_counter()
+        if method is not None:
+            method.before_step(self.LATE)
         with torch.autocast("cuda", enabled=self.amp):
             if self.forward is not None:
                 losses = self.forward(model, self.labeled, self.unlabeled)
@@ -97,7 +108,7 @@ class TrainingStep:
                 losses = model(self.labeled)
             else:
                 losses = model(self.labeled, self.unlabeled)
-            total = sum(v * self.weight if k in self.semi else v for k, v in losses.items())
+            total = weighted_total(losses, self.semi, self.weight)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
@@ -107,10 +118,10 @@ class TrainingStep:
             total.backward()
             self.opt.step()
         # The trainer's single host copy of the step (losses + statistics).
-        stats = model.step_statistics() if hasattr(model, "step_statistics") else {}
+        stats = method.step_statistics() if method is not None else {}
         SemiSupervisedTrainer._to_host({**losses, **stats})
-        if hasattr(model, "after_step"):
-            model.after_step()
+        if method is not None:
+            method.after_step()
         _sync(self.device)
         return time.perf_counter() - start
 

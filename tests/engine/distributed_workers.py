@@ -1,8 +1,7 @@
 """Test-only main functions for the spawned processes of ``test_distributed.py``.
 
 They live in a plain module (not a test module) so the spawned processes can unpickle them by
-name whatever pytest's import mode; ``test_distributed.py`` puts this folder on ``sys.path``,
-which ``mp.spawn`` passes on to its children.
+name: pytest puts this folder on ``sys.path``, which ``mp.spawn`` passes on to its children.
 """
 
 import os
@@ -11,13 +10,11 @@ import sys
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from dualalign_testing import load_train_net
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+from dualalign.engine.semi_trainer import unwrap
 
-import train_net  # noqa: E402
-from dualalign.engine.semi_trainer import unwrap  # noqa: E402
+train_net = load_train_net()
 
 FAIL_RANK, FAIL_ITER = 1, 2
 FAIL_MESSAGE = "injected failure on rank 1 at iteration 2"

@@ -17,19 +17,24 @@ import torch
 from detectron2.engine import default_argument_parser
 from torch.multiprocessing import ProcessRaisedException
 
+# pytest puts this folder on sys.path (no __init__.py here), and mp.spawn passes sys.path on to
+# its children, which unpickle their main function from distributed_workers by name.
+import distributed_workers as workers
+from dualalign_testing import INSTANT_TEST, quick_schedule
+
+from dualalign.data.synthetic import generate_dataset
+from dualalign.engine.launch import dist_timeout, launch
+from dualalign.utils.paths import repo_root
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:  # spawned processes unpickle their main function from this folder
-    sys.path.insert(0, HERE)
+CONFIG = quick_schedule(INSTANT_TEST)
+SBATCH = os.path.join(repo_root(), "scripts", "slurm", "train_2nodes.sbatch")
 
-import distributed_workers as workers  # noqa: E402
 
-from dualalign.data.build import ResumableTrainingSampler  # noqa: E402
-from dualalign.data.synthetic import generate_dataset  # noqa: E402
-from dualalign.engine.launch import dist_timeout, launch  # noqa: E402
-
-REPO_ROOT = workers.REPO_ROOT
-CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "dualalign_R18_cpu.yaml")
-SBATCH = os.path.join(REPO_ROOT, "scripts", "slurm", "train_2nodes.sbatch")
+def child_env():
+    """The environment of a torchrun command: distributed_workers, run as a script there, finds
+    dualalign_testing on PYTHONPATH."""
+    return dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
 BANK = "roi_heads.memory_bank."
 
 pytestmark = pytest.mark.slow
@@ -73,26 +78,12 @@ def train_opts(data, output_dir, max_iter=4, *extra, test=False):
         "('dd_test',)" if test else "()",
         "DUALALIGN.DATASETS.TRAIN_UNLABELED",
         "('dd_unlabeled',)",
-        "INPUT.MIN_SIZE_TRAIN",
-        "(128,)",
-        "INPUT.MAX_SIZE_TRAIN",
-        "128",
-        "INPUT.MIN_SIZE_TEST",
-        "128",
-        "INPUT.MAX_SIZE_TEST",
-        "128",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN",
         "200",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-        "64",
         "DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE",
         "32",
         "SOLVER.MAX_ITER",
         str(max_iter),
-        "SOLVER.WARMUP_ITERS",
-        "1",
-        "SOLVER.CHECKPOINT_PERIOD",
-        "1000",
         "DUALALIGN.RAMPUP_ITERS",
         "0",
         *extra,
@@ -148,7 +139,7 @@ def test_two_process_dual_alignment_keeps_ranks_identical(tiny_data, tmp_path):
 
 
 def test_two_process_run_without_proposal_alignment(tiny_data, tmp_path):
-    config = os.path.join(os.path.dirname(CONFIG), "dualalign_noproposal_R18_cpu.yaml")
+    config = quick_schedule("dualalign_noproposal_R18_instant_test")
     args = parse(train_opts(tiny_data, tmp_path, 3), config=config)
     launch(workers.main_saving_state, 2, dist_url="auto", args=(args,))
     assert (tmp_path / "rank1.pt").is_file()
@@ -185,33 +176,6 @@ def test_dist_timeout_from_environment(monkeypatch):
         dist_timeout()
 
 
-def _take(iterable, n):
-    it = iter(iterable)
-    return [next(it) for _ in range(n)]
-
-
-def _sampler(monkeypatch, rank, world, **kwargs):
-    from detectron2.utils import comm
-
-    monkeypatch.setattr(comm, "get_rank", lambda: rank)
-    monkeypatch.setattr(comm, "get_world_size", lambda: world)
-    return ResumableTrainingSampler(20, shuffle=True, seed=3, **kwargs)
-
-
-def test_sampler_shards_are_disjoint_and_resumable(monkeypatch):
-    k = 10  # 2K = one full permutation of the 20 indices
-    single = _take(_sampler(monkeypatch, 0, 1), 4 * k)
-    shards = [_take(_sampler(monkeypatch, r, 2), 2 * k) for r in (0, 1)]
-    assert set(shards[0][:k]).isdisjoint(shards[1][:k])
-    assert sorted(shards[0][:k] + shards[1][:k]) == sorted(single[: 2 * k]) == list(range(20))
-    # Rank r takes every second index of the single-process stream from r on, epoch after epoch.
-    assert shards[0] == single[0::2] and shards[1] == single[1::2]
-    for start in (1, 7, 13):
-        for r in (0, 1):
-            resumed = _take(_sampler(monkeypatch, r, 2, start=start), 5)
-            assert resumed == shards[r][start : start + 5]
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,8 +196,8 @@ def _torchrun():
     return [sys.executable, "-m", "torch.distributed.run"]
 
 
-@pytest.mark.timeout(200)
-def test_torchrun_two_processes(tiny_data, tmp_path):
+def _torchrun_two(tmp_path, timeout, *argv):
+    """``torchrun`` of ``argv`` (a script and its arguments) as two local processes."""
     cmd = _torchrun() + [
         "--nnodes",
         "1",
@@ -243,15 +207,18 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
         "c10d",
         "--rdzv_endpoint",
         f"127.0.0.1:{_free_port()}",
-        os.path.join(REPO_ROOT, "train_net.py"),
-        "--config-file",
-        CONFIG,
-        *train_opts(tiny_data, tmp_path, 2),
+        *argv,
     ]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.run(
-        cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=180
+    return subprocess.run(
+        cmd, cwd=str(tmp_path), env=child_env(), capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.mark.timeout(200)
+def test_torchrun_two_processes(tiny_data, tmp_path):
+    train_net = os.path.join(repo_root(), "train_net.py")
+    opts = train_opts(tiny_data, tmp_path, 2)
+    proc = _torchrun_two(tmp_path, 180, train_net, "--config-file", CONFIG, *opts)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert (tmp_path / "model_final.pth").is_file()
     assert (tmp_path / "log.txt.rank1").is_file(), "the second process did not set itself up"
@@ -259,25 +226,9 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_torchrun_failure_on_one_rank_ends_every_rank(tiny_data, tmp_path):
-    cmd = _torchrun() + [
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--rdzv_backend",
-        "c10d",
-        "--rdzv_endpoint",
-        f"127.0.0.1:{_free_port()}",
-        os.path.join(HERE, "distributed_workers.py"),
-        "fail",
-        "--config-file",
-        CONFIG,
-        *train_opts(tiny_data, tmp_path, 50),
-    ]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.run(
-        cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=110
-    )
+    workers_py = os.path.join(HERE, "distributed_workers.py")
+    opts = train_opts(tiny_data, tmp_path, 50)
+    proc = _torchrun_two(tmp_path, 110, workers_py, "fail", "--config-file", CONFIG, *opts)
     assert proc.returncode != 0
     assert workers.FAIL_MESSAGE in proc.stdout + proc.stderr
     for rank in (0, 1):  # torchrun's agent ended the healthy rank too; no orphan is left
