@@ -36,7 +36,7 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.EMBED = CN()
     _C.DUALALIGN.EMBED.HIDDEN_DIM = 512  # output size of W1 (channels)
     _C.DUALALIGN.EMBED.DIM = 128  # output size of W2, the metric-space dimension D
-    _C.DUALALIGN.EMBED.NORMALIZE = True  # L2-normalise embeddings and proxies (method.md)
+    _C.DUALALIGN.EMBED.NORMALIZE = True  # L2-normalise embeddings and proxies (METHOD_NOTES)
 
     # Class proxies p_c of Eq. 2-3.
     _C.DUALALIGN.PROXY = CN()

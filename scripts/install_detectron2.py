@@ -3,7 +3,7 @@
 
 There is no official detectron2 release on PyPI. The sdist ``pb1-detectron2==0.6`` holds Python
 files byte-identical to the official v0.6 tag, but it needs five fixes before it works with a
-current torch / numpy / Pillow (see ``../shared/notes/environment.md`` and the README):
+current torch / numpy / Pillow (see docs/INSTALL.md):
 
 1. ``detectron2/layers/csrc`` (C++/CUDA sources) is missing: the extension is skipped.
 2. ``from detectron2 import _C`` runs at import time in three layer modules: a placeholder

@@ -20,7 +20,7 @@ class PrototypeMemoryBank(nn.Module):
     (loadable with ``torch.load(weights_only=True)``). Empty slots have label -1.
 
     Under DDP every rank pushes the all-gathered rows of all ranks in rank order, so the banks
-    of all ranks stay identical (method.md).
+    of all ranks stay identical (docs/METHOD_NOTES.md).
 
     Note: ``len(bank)`` is the number of filled rows, but an empty bank is still truthy, as any
     other module is.

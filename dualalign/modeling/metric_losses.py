@@ -8,7 +8,7 @@ Each equation of the paper maps to one function here:
 - Eq. 6: :func:`inter_alignment`.
 - Eq. 7/8: :func:`prototype_alignment_loss` (L_pmb and L'_pmb).
 
-Phi is the plain Euclidean distance (``../shared/notes/method.md``), see
+Phi is the plain Euclidean distance (``docs/METHOD_NOTES.md``), see
 :func:`pairwise_distance`. None of these functions normalises its inputs; normalisation belongs
 to the projection head and the proxies. None of them synchronises with the GPU: classes and
 pairs are selected with masks, never with Python branches on tensor values.
@@ -65,8 +65,8 @@ def proxy_loss(x, y, proxies):
 
     Per embedding with label c: ``Phi(x, p_c) + logsumexp_{k != c}(-Phi(x, p_k))``, i.e.
     ``-log(exp(-Phi(x, p_c)) / sum_{k != c} exp(-Phi(x, p_k)))`` as printed in Eq. 2, whose
-    denominator excludes the positive proxy. For Eq. 3 pass ``proxies.detach()`` (method.md: the
-    proxies are updated from labelled data only).
+    denominator excludes the positive proxy. For Eq. 3 pass ``proxies.detach()``
+    (docs/METHOD_NOTES.md: the proxies are updated from labelled data only).
 
     Args:
         x (Tensor[N, D]): embeddings.
@@ -111,8 +111,8 @@ def class_prototypes(x, y, num_classes, weights=None):
         x (Tensor[N, D]): embeddings.
         y (Tensor[N]): long class of each embedding, in [0, num_classes).
         num_classes (int): C, the number of prototype rows.
-        weights (Tensor[N] or None): non-negative q_i. Pass detached scores (method.md); a
-            graph on ``weights`` is differentiated through, not cut.
+        weights (Tensor[N] or None): non-negative q_i. Pass detached scores
+            (docs/METHOD_NOTES.md); a graph on ``weights`` is differentiated through, not cut.
 
     Returns:
         tuple: ``(P, present)`` with P (Tensor[C, D]) and present (Tensor[C], bool). A class
@@ -135,7 +135,7 @@ def class_prototypes(x, y, num_classes, weights=None):
 def intra_alignment(P, Q, valid):
     """Intra-class prototype alignment, Eq. 5: mean over valid c of Phi(P[c], Q[c]).
 
-    Averages over the valid classes only, not over all C (method.md).
+    Averages over the valid classes only, not over all C (docs/METHOD_NOTES.md).
 
     Args:
         P (Tensor[C, D]): first prototypes.

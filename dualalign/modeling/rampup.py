@@ -8,7 +8,7 @@ __all__ = ["sigmoid_rampup", "sigmoid_rampdown"]
 def sigmoid_rampup(t, T, w_max):
     """lambda(t) of Eq. 9: the Mean-Teacher sigmoid ramp-up (Tarvainen & Valpola, 2017).
 
-    ``w_max * exp(-5 (1 - t/T)^2)`` for t < T and ``w_max`` from T on (method.md).
+    ``w_max * exp(-5 (1 - t/T)^2)`` for t < T and ``w_max`` from T on (docs/METHOD_NOTES.md).
 
     Args:
         t (int or float): current iteration; negative values count as 0.
