@@ -1,6 +1,6 @@
 """Cell galleries: the best-scoring detections of each class, cropped from the slide.
 
-Crops are read one by one from level 0 (``SlideReader.read_region``) once the slide's
+Crops are read one by one (``SlideReader.read_region``, level 0 for cells) once the slide's
 detections are known, so a gallery costs a few small reads whatever the slide's size; the slide
 itself is never held in memory.
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..inference.outputs import write_png
 from ..utils.visualize import class_colour, class_name
-from ..wsi.reader import SlideReader
+from ..wsi.reader import SlideReader, best_level_for_downsample
 
 __all__ = ["crop_detection", "top_per_class", "write_gallery"]
 
@@ -41,7 +41,11 @@ def top_per_class(scores: np.ndarray, classes: np.ndarray, num_classes: int, n: 
 
 
 def crop_detection(reader: SlideReader, box: Sequence[float], colour) -> np.ndarray:
-    """A square level-0 crop centred on a box, with the box outlined in ``colour``.
+    """A square crop centred on a box, with the box outlined in ``colour``.
+
+    Cells are read at level 0. A crop larger than ``_MAX_CROP`` level-0 pixels (a large box)
+    is read from the coarsest level that still gives ``_MAX_CROP`` pixels, since it is shrunk
+    to that size anyway: a crop never reads more than about (2 x ``_MAX_CROP``)^2 pixels.
 
     Args:
         reader (SlideReader): the slide.
@@ -50,17 +54,19 @@ def crop_detection(reader: SlideReader, box: Sequence[float], colour) -> np.ndar
 
     Returns:
         np.ndarray[s, s, 3] uint8 RGB: the box's larger side plus ``_CONTEXT`` of it on each
-        side, at least ``_MIN_CROP`` pixels, shrunk to ``_MAX_CROP`` at most.
+        side, at least ``_MIN_CROP`` level-0 pixels, shrunk to ``_MAX_CROP`` at most.
     """
     x0, y0, x1, y1 = (float(v) for v in box)
     side = int(np.ceil(max(_MIN_CROP, (1 + 2 * _CONTEXT) * max(x1 - x0, y1 - y0))))
-    cx0 = int(np.floor((x0 + x1 - side) / 2))  # a square centred on the box
+    cx0 = int(np.floor((x0 + x1 - side) / 2))  # a square centred on the box, level 0
     cy0 = int(np.floor((y0 + y1 - side) / 2))
-    crop = reader.read_region(cx0, cy0, 0, side, side)
-    zoom = min(1.0, _MAX_CROP / max(crop.shape[:2]))
-    if zoom < 1.0:
-        size = (max(1, round(crop.shape[1] * zoom)), max(1, round(crop.shape[0] * zoom)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    level = best_level_for_downsample(reader.level_downsamples, max(1.0, side / _MAX_CROP))
+    downsample = reader.level_downsamples[level]
+    read = max(1, int(np.ceil(side / downsample)))
+    crop = reader.read_region(cx0, cy0, level, read, read)
+    if read > _MAX_CROP:
+        crop = cv2.resize(crop, (_MAX_CROP, _MAX_CROP), interpolation=cv2.INTER_AREA)
+    zoom = crop.shape[1] / side  # output pixels per level-0 pixel
     p0 = (int(round((x0 - cx0) * zoom)), int(round((y0 - cy0) * zoom)))
     p1 = (int(round((x1 - cx0) * zoom)), int(round((y1 - cy0) * zoom)))
     cv2.rectangle(crop, p0, p1, tuple(int(c) for c in colour), 2 if max(crop.shape) > 96 else 1)

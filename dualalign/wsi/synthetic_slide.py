@@ -1,11 +1,12 @@
-"""Small synthetic slides for tests and demos: an RGB image and a pyramidal TIFF writer.
+"""Synthetic slides for tests and demos: an RGB image, a pyramidal TIFF writer, and a
+streaming writer for slides too large to hold in memory.
 
 The TIFF layout is the one OpenSlide's ``generic-tiff`` driver reads as a pyramid: each level a
 separate page (not a SubIFD), tiled, lossless zlib, reduced levels flagged ``subfiletype=1``.
 """
 
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -96,3 +97,83 @@ def write_pyramidal_tiff(
                 size = (max(1, w // 2), max(1, h // 2))
                 level = cv2.resize(level, size, interpolation=cv2.INTER_AREA)
     return path
+
+
+def write_large_synthetic_slide(
+    path: Union[str, os.PathLike],
+    width: int,
+    height: int,
+    tissue_boxes: Sequence[Tuple[int, int, int, int]],
+    cells: np.ndarray,
+    levels: int = 4,
+    tile: int = 256,
+    seed: int = 0,
+) -> str:
+    """Write a pyramidal TIFF tile by tile, never holding a level in memory.
+
+    A tile that meets a tissue box is a textured stain patch (a few are reused: enough for the
+    tissue mask, and fast to write), any other is glass; each cell is a black square, drawn at
+    every level at its scaled place and size.
+
+    Args:
+        path (str): output file (``.tif``; BigTIFF).
+        width (int): level-0 width in pixels.
+        height (int): level-0 height in pixels.
+        tissue_boxes (list of (x0, y0, x1, y1)): tissue regions, level-0 pixels.
+        cells (np.ndarray[N, 4]): XYXY black squares, level-0 pixels.
+        levels (int): number of levels; level ``k`` is level 0 divided by ``2**k``.
+        tile (int): tile side in pixels, a multiple of 16.
+        seed (int): randomness of the stain patches.
+
+    Returns:
+        str: ``path``.
+    """
+    if tile % 16:
+        raise ValueError(f"TIFF tile size must be a multiple of 16, got {tile}")
+    rng = np.random.default_rng(seed)
+    patches = [make_synthetic_slide(rng, tile, tile, [(0, 0, tile, tile)]) for _ in range(8)]
+    tissue = np.asarray(tissue_boxes, dtype=np.float64).reshape(-1, 4)
+    cells = np.asarray(cells, dtype=np.float64).reshape(-1, 4)
+    path = os.fspath(path)
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for level in range(levels):
+            ds = 2**level
+            size = (max(1, height // ds), max(1, width // ds))
+            tif.write(
+                _synthetic_tiles(size, tile, ds, tissue, cells, patches, rng),
+                shape=(*size, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                compression="zlib",
+                compressionargs={"level": 1},  # fast: the noise hardly compresses anyway
+                photometric="rgb",
+                subfiletype=1 if level else 0,
+                metadata=None,
+            )
+    return path
+
+
+def _synthetic_tiles(size, tile, ds, tissue, cells, patches, rng) -> Iterator[np.ndarray]:
+    """The tiles of one level, row by row (what ``TiffWriter.write`` takes for tiled pages)."""
+    height, width = size
+    glass = np.full((tile, tile, 3), 245, np.uint8)
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            x0, y0, x1, y1 = x * ds, y * ds, (x + tile) * ds, (y + tile) * ds  # level 0
+            inside = (
+                (tissue[:, 0] < x1)
+                & (tissue[:, 2] > x0)
+                & (tissue[:, 1] < y1)
+                & (tissue[:, 3] > y0)
+            )
+            if not inside.any():
+                yield glass
+                continue
+            out = patches[int(rng.integers(len(patches)))].copy()  # tissue, tile by tile
+            hit = (cells[:, 0] < x1) & (cells[:, 2] > x0) & (cells[:, 1] < y1) & (cells[:, 3] > y0)
+            for cx0, cy0, cx1, cy1 in cells[hit] / ds:
+                out[
+                    max(0, int(cy0) - y) : max(0, int(np.ceil(cy1)) - y),
+                    max(0, int(cx0) - x) : max(0, int(np.ceil(cx1)) - x),
+                ] = 0
+            yield out

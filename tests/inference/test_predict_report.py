@@ -1,5 +1,6 @@
-"""predict.py's outputs for people: QuPath GeoJSON, slide overviews with markers, the HTML report
-with galleries and triage, checked on the files and in a real headless browser.
+"""predict.py's outputs for people (``dualalign.inference.predict_run``): QuPath GeoJSON, slide
+overviews with markers, the HTML report with galleries and triage, checked on the files and in a
+real headless browser.
 
 A fake detector finds the black squares drawn on a synthetic pyramidal slide and a patch; its
 class is the square's side modulo 4 and its score grows with the side, so every class has
@@ -17,10 +18,11 @@ import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
+from dualalign.inference.predict_run import main as predict_main
 from dualalign.utils.visualize import class_colour
 from dualalign.wsi.synthetic_slide import make_synthetic_slide, write_pyramidal_tiff
 
-from .conftest import CLASSES, CONFIG, SMALL_OPTS, load_script
+from .conftest import CLASSES, CONFIG, SMALL_OPTS
 
 GALLERY = 3  # crops per class
 
@@ -60,11 +62,10 @@ def inputs(tmp_path_factory):
 
 
 def _predict(inputs, out, *flags):
-    predict = load_script("predict")
     argv = ["--config-file", CONFIG, "--weights", "unused.pth", "--input", str(inputs)]
     argv += ["--output", str(out), "--tile-size", "256", "--classes", ",".join(CLASSES)]
     argv += ["--no-progress", *flags, *SMALL_OPTS]
-    return predict.main(argv, predictor_factory=lambda cfg, args: SquareDetector())
+    return predict_main(argv, predictor_factory=lambda cfg, args: SquareDetector())
 
 
 @pytest.fixture(scope="module")
