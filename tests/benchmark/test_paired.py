@@ -1,0 +1,79 @@
+"""Paired differences and their intervals (dualalign/benchmark/paired.py) against known values."""
+
+import math
+
+import pytest
+
+from dualalign.benchmark.paired import (
+    bootstrap_delta_interval,
+    paired_deltas,
+    resample_coco,
+    student_t_cdf,
+    student_t_quantile,
+    t_interval,
+)
+from dualalign.evaluation.range_ap import coco_from_dict, evaluate_coco_range
+
+
+@pytest.mark.parametrize(
+    "df, q975", [(1, 12.7062), (2, 4.3027), (7, 2.3646), (30, 2.0423), (1000, 1.9623)]
+)
+def test_student_t_quantile_matches_tables(df, q975):
+    assert student_t_quantile(0.975, df) == pytest.approx(q975, abs=1e-4)
+    assert student_t_quantile(0.025, df) == pytest.approx(-q975, abs=1e-4)
+    assert student_t_cdf(q975, df) == pytest.approx(0.975, abs=1e-5)
+    assert student_t_cdf(0.0, df) == pytest.approx(0.5)
+
+
+def test_t_interval_of_known_differences():
+    out = t_interval([1.0, 2.0, 3.0])
+    half = 4.30265 / math.sqrt(3)  # sd 1, t(0.975, 2)
+    assert out["mean"] == 2.0 and out["n"] == 3 and out["sd"] == pytest.approx(1.0)
+    assert out["ci95"] == pytest.approx([2.0 - half, 2.0 + half], abs=1e-4)
+    assert t_interval([0.5])["ci95"] == [-math.inf, math.inf]  # one pair says nothing
+
+
+def test_paired_deltas_use_common_pairs_only():
+    arm = {(0, 0): 41.0, (0, 1): 43.0, (1, 0): 40.0}
+    ref = {(0, 0): 40.0, (0, 1): 40.5, (2, 0): 10.0}
+    assert paired_deltas(arm, ref) == [1.0, 2.5]
+    with pytest.raises(ValueError, match="no common pairs"):
+        paired_deltas({(5, 5): 1.0}, ref)
+
+
+def _tiny_gt():
+    images = [{"id": i, "width": 64, "height": 64} for i in (10, 20, 30)]
+    box = {"category_id": 1, "bbox": [8, 8, 20, 20], "area": 400.0, "iscrowd": 0}
+    anns = [dict(box, id=k + 1, image_id=i) for k, i in enumerate((10, 20, 30))]
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "c"}]}
+
+
+def test_resample_coco_counts_a_twice_drawn_image_twice():
+    gt = _tiny_gt()
+    preds = [{"image_id": 20, "category_id": 1, "bbox": [8, 8, 20, 20], "score": 0.9}]
+    g, p = resample_coco(gt, preds, [20, 20, 10])
+    assert [im["id"] for im in g["images"]] == [1, 2, 3]
+    assert [a["image_id"] for a in g["annotations"]] == [1, 2, 3]
+    assert len({a["id"] for a in g["annotations"]}) == 3
+    assert [x["image_id"] for x in p] == [1, 2]
+
+
+def test_bootstrap_interval_of_a_perfect_against_an_empty_model():
+    gt = _tiny_gt()
+    perfect = [
+        {"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+    ]
+    half = perfect[:1]  # finds the cell of image 10 only
+
+    def score(g, preds):
+        return evaluate_coco_range(coco_from_dict(g), preds, [0.5])["mAP"]
+
+    same = bootstrap_delta_interval(gt, perfect, perfect, score, num_samples=20)
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    out = bootstrap_delta_interval(gt, perfect, half, score, num_samples=50, seed=1)
+    assert out["delta"] == pytest.approx(100.0 - score(gt, half))
+    lo, hi = out["ci95"]
+    assert 0.0 <= lo <= out["delta"] <= hi <= 100.0 and lo < hi
+    again = bootstrap_delta_interval(gt, perfect, half, score, num_samples=50, seed=1)
+    assert again == out  # the seed fixes the draws
