@@ -98,6 +98,13 @@ def add_dualalign_config(cfg):
     # Iterations between writes of metrics.json, TensorBoard events and the console log.
     _C.DUALALIGN.LOG_PERIOD = 20
 
+    # Diagnostics logged during training.
+    _C.DUALALIGN.DIAGNOSTICS = CN()
+    # Every this many iterations, log grad/<part>/unsup_over_sup: the norm of the weighted
+    # unsupervised terms' gradient over the supervised loss's, at the box head and the last
+    # backbone stage (two extra backward passes; single-process runs; 0 = off).
+    _C.DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD = 0
+
     # Fault handling during training.
     _C.DUALALIGN.SOLVER = CN()
     # Non-finite loss steps that are skipped (no update) before the run stops.
@@ -168,6 +175,12 @@ def validate_dualalign_config(cfg):
             " | ".join(READ_ERROR_MODES),
         ),
         ("DUALALIGN.LOG_PERIOD", d.LOG_PERIOD, d.LOG_PERIOD > 0, "> 0"),
+        (
+            "DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD",
+            d.DIAGNOSTICS.GRAD_SHARE_PERIOD,
+            d.DIAGNOSTICS.GRAD_SHARE_PERIOD >= 0,
+            ">= 0 (0 = off)",
+        ),
         (
             "DUALALIGN.SOLVER.MAX_BAD_STEPS",
             d.SOLVER.MAX_BAD_STEPS,

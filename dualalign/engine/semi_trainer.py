@@ -22,6 +22,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling.semi_rcnn import SemiSupervisedRCNN
+from .diagnostics import diagnostic_parts, gradient_norm_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class SemiSupervisedTrainer(SimpleTrainer):
         amp: mixed precision on CUDA (autocast fp16 + GradScaler), like ``AMPTrainer``.
         max_bad_steps: non-finite-loss steps skipped (no update) before the run stops.
         last_checkpoint: callable returning the newest checkpoint path, for error messages.
+        grad_share_period: every this many steps, log the unsupervised / supervised gradient
+            norm ratio per part (:mod:`.diagnostics`); 0 = never. Single-process runs only.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class SemiSupervisedTrainer(SimpleTrainer):
         amp: bool = False,
         max_bad_steps: int = 0,
         last_checkpoint: Optional[Callable[[], Optional[str]]] = None,
+        grad_share_period: int = 0,
     ):
         super().__init__(model, data_loader, optimizer)
         self.paired = paired
@@ -88,6 +92,8 @@ class SemiSupervisedTrainer(SimpleTrainer):
         self.last_checkpoint = last_checkpoint or (lambda: None)
         core = unwrap(model)
         self.method = core if isinstance(core, SemiSupervisedRCNN) else _SupervisedOnly()
+        self.grad_share_period = grad_share_period if comm.get_world_size() == 1 else 0
+        self._diagnostic_parts = diagnostic_parts(core) if self.grad_share_period else {}
 
     def run_step(self):
         assert self.model.training, "[SemiSupervisedTrainer] model was changed to eval mode!"
@@ -107,6 +113,7 @@ class SemiSupervisedTrainer(SimpleTrainer):
                 else:
                     loss_dict = self.model(labeled, unlabeled)
                 losses = weighted_total(loss_dict, semi_names, weight)
+                diagnostics = self._gradient_diagnostics(loss_dict, semi_names, weight)
         except FloatingPointError as e:
             # detectron2's RPN raises this itself once the weights hold Inf/NaN (no losses yet).
             where = self.last_checkpoint() or "none written yet"
@@ -122,7 +129,7 @@ class SemiSupervisedTrainer(SimpleTrainer):
             losses.backward()  # harmless when a term is not finite: then no step is taken
 
         # The step's only host-device sync: loss terms and the model's statistics together.
-        stats = method.step_statistics()
+        stats = {**method.step_statistics(), **diagnostics}
         values = self._to_host({**loss_dict, **stats})
         terms = {k: values[k] for k in loss_dict}
         if not self._all_finite(weighted_total(terms, semi_names, weight)):
@@ -139,6 +146,15 @@ class SemiSupervisedTrainer(SimpleTrainer):
         else:
             self.optimizer.step()
         method.after_step()
+
+    def _gradient_diagnostics(self, loss_dict, semi_names, weight: float):
+        """The gradient-norm ratios of :mod:`.diagnostics`, on the steps they are due."""
+        due = self.grad_share_period and self.iter % self.grad_share_period == 0
+        if not due or not semi_names & loss_dict.keys():
+            return {}
+        supervised = sum(v for k, v in loss_dict.items() if k not in semi_names)
+        unsupervised = sum(v * weight for k, v in loss_dict.items() if k in semi_names)
+        return gradient_norm_ratio(supervised, unsupervised, self._diagnostic_parts)
 
     @staticmethod
     def _to_host(tensors: Dict[str, torch.Tensor]) -> Dict[str, float]:

@@ -73,6 +73,7 @@ class Trainer(DefaultTrainer):
             amp=cfg.SOLVER.AMP.ENABLED,
             max_bad_steps=cfg.DUALALIGN.SOLVER.MAX_BAD_STEPS,
             last_checkpoint=lambda: self.checkpointer.last_checkpoint_path(),
+            grad_share_period=cfg.DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD,
         )
         self.data_loader = data_loader
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)

@@ -74,3 +74,19 @@ def test_a_plain_detector_has_no_unsupervised_part(tiny_cfg, batch):
     )
     trainer.train(0, 1)
     assert trainer.method.semi_loss_names == ()
+
+
+def test_gradient_diagnostics_are_logged_when_due(tiny_cfg, batch):
+    cfg = tiny_cfg("csd_R18_cpu.yaml", "MODEL.META_ARCHITECTURE", "ToySemiRCNN")
+    model = build_model(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    trainer = SemiSupervisedTrainer(model, itertools.repeat(batch), optimizer, grad_share_period=2)
+    trainer.train(0, 2)
+    history = trainer.storage.histories()
+    for part in ("box_head", "backbone_last"):
+        values = history[f"grad/{part}/unsup_over_sup"].values()
+        assert [it for _, it in values] == [0]  # iteration 0 only: every 2 steps
+        assert values[0][0] >= 0.0 and values[0][0] == values[0][0]  # finite, not NaN
+    # The toy loss reads the backbone features only: nothing reaches the box head.
+    assert history["grad/box_head/unsup_over_sup"].latest() == 0.0
+    assert history["grad/backbone_last/unsup_over_sup"].latest() > 0.0
