@@ -15,7 +15,9 @@ __all__ = ["PrototypeMemoryBank"]
 class PrototypeMemoryBank(nn.Module):
     """A FIFO ring of detached labelled prototype rows (P_gg of past steps), each with its class.
 
-    Everything lives in buffers (``rows``, ``labels``, ``ptr``, ``count``), so the bank follows
+    Everything lives in buffers (``rows``, ``labels``, ``ptr``, ``count``, and for the age of
+    the rows ``pushed_at`` and ``pushes``: the push, i.e. the step, that wrote each row and the
+    number of pushes so far), so the bank follows
     the model across devices with ``.to()`` and travels in its ``state_dict`` as plain tensors
     (loadable with ``torch.load(weights_only=True)``). Empty slots have label -1.
 
@@ -41,6 +43,8 @@ class PrototypeMemoryBank(nn.Module):
         self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("pushed_at", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("pushes", torch.zeros((), dtype=torch.long))
 
     @property
     def size(self):
@@ -80,6 +84,7 @@ class PrototypeMemoryBank(nn.Module):
         labels = labels.detach().to(device=self.labels.device, dtype=torch.long)
         rows, labels = self._gather_from_all_ranks(rows, labels)
         k = rows.shape[0]
+        self.pushes += 1  # one push per training step, also an empty one
         if k == 0:
             return
         # Checked on the CPU only: on a GPU the check would stall every step on a sync.
@@ -97,6 +102,7 @@ class PrototypeMemoryBank(nn.Module):
         index = (self.ptr + torch.arange(k, device=self.rows.device)) % self.size
         self.rows[index] = rows
         self.labels[index] = labels
+        self.pushed_at[index] = self.pushes - 1
         self.ptr.copy_((self.ptr + k) % self.size)
         self.count.copy_((self.count + k).clamp(max=self.size))
 
@@ -129,8 +135,12 @@ class PrototypeMemoryBank(nn.Module):
                 f"{self.size}, {self.num_classes} classes); starting with an empty bank"
             )
             self.reset()
-            for key in ("rows", "labels", "ptr", "count"):
+            for key in ("rows", "labels", "ptr", "count", "pushed_at", "pushes"):
                 state_dict[prefix + key] = getattr(self, key).detach().clone()
+        elif labels is not None and prefix + "pushed_at" not in state_dict:
+            # A bank saved before rows had an age: its rows count as pushed at step 0.
+            state_dict[prefix + "pushed_at"] = torch.where(labels >= 0, 0, -1)
+            state_dict[prefix + "pushes"] = torch.zeros((), dtype=torch.long)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def class_means(self):
@@ -152,12 +162,20 @@ class PrototypeMemoryBank(nn.Module):
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.labels.device)
         return counts.index_add(0, self.labels.clamp_min(0), filled)
 
+    def age(self):
+        """Tensor[], long: pushes (steps) since the oldest row in the bank was written; 0 when
+        empty. With one push per step and a full bank it is about size / rows per step."""
+        oldest = torch.where(self.labels >= 0, self.pushed_at, self.pushes).min()
+        return self.pushes - oldest
+
     def reset(self):
         """Empty the bank."""
         self.rows.zero_()
         self.labels.fill_(-1)
         self.ptr.zero_()
         self.count.zero_()
+        self.pushed_at.fill_(-1)
+        self.pushes.zero_()
 
     def extra_repr(self):
         return f"num_classes={self.num_classes}, dim={self.dim}, size={self.size}"

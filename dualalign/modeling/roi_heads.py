@@ -169,10 +169,12 @@ class DualAlignROIHeads(StandardROIHeads):
         self._step_stats["pseudo/mean_score"] = mean_score
 
     def step_statistics(self) -> Dict[str, torch.Tensor]:
-        """This step's pseudo-label counts / mean score and bank fill per class (0-d tensors)."""
+        """This step's pseudo-label counts / mean score, bank fill per class and bank age (steps
+        since its oldest row was pushed), as 0-d tensors."""
         stats, self._step_stats = self._step_stats, {}
         fill = self.memory_bank.fill_per_class()
         stats.update({f"bank/fill_c{c}": fill[c] for c in range(self.num_classes)})
+        stats["bank/age"] = self.memory_bank.age()
         return stats
 
     @torch.no_grad()

@@ -52,10 +52,11 @@ def test_push_more_rows_than_capacity_keeps_newest():
     assert int(bank.ptr) == 1 and len(bank) == 4
 
 
-def test_empty_push_is_a_no_op():
+def test_empty_push_adds_no_row():
     bank = PrototypeMemoryBank(size=4, dim=2, num_classes=2)
     bank.push(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
     assert len(bank) == 0 and int(bank.ptr) == 0
+    assert int(bank.pushes) == 1  # only the step count moves
 
 
 def test_class_means_and_fill_counts():
@@ -86,7 +87,7 @@ def test_state_dict_round_trip_weights_only():
     torch.save(bank.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    assert set(state) == {"rows", "labels", "ptr", "count"}
+    assert set(state) == {"rows", "labels", "ptr", "count", "pushed_at", "pushes"}
 
     fresh = PrototypeMemoryBank(size=4, dim=2, num_classes=3)
     fresh.load_state_dict(state)
@@ -96,6 +97,31 @@ def test_state_dict_round_trip_weights_only():
     for b in (bank, fresh):
         b.push(rows(9), T([2]))
     assert torch.equal(fresh.rows, bank.rows) and torch.equal(fresh.labels, bank.labels)
+    assert int(fresh.age()) == int(bank.age())
+
+
+def test_age_counts_pushes_since_the_oldest_row():
+    bank = PrototypeMemoryBank(size=4, dim=2, num_classes=2)
+    assert int(bank.age()) == 0  # empty
+    bank.push(rows(1, 2), T([0, 1]))  # push 0 writes two rows
+    assert int(bank.age()) == 1
+    bank.push(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))  # a step without rows
+    assert int(bank.age()) == 2
+    bank.push(rows(3, 4, 5), T([0, 1, 0]))  # push 2 overwrites row 1 (written at push 0)
+    assert bank.pushed_at.tolist() == [2, 0, 2, 2] and int(bank.age()) == 3
+    bank.push(rows(6), T([1]))  # push 3 overwrites the last row of push 0
+    assert int(bank.age()) == 2  # the oldest rows are push 2's
+    bank.reset()
+    assert int(bank.age()) == 0 and int(bank.pushes) == 0
+
+
+def test_a_bank_saved_without_ages_loads_as_pushed_at_step_0():
+    old = PrototypeMemoryBank(size=4, dim=2, num_classes=2)
+    old.push(rows(1, 2), T([0, 1]))
+    state = {k: v for k, v in old.state_dict().items() if k not in ("pushed_at", "pushes")}
+    fresh = PrototypeMemoryBank(size=4, dim=2, num_classes=2)
+    fresh.load_state_dict(state)  # strict: the missing buffers are filled in
+    assert fresh.pushed_at.tolist() == [0, 0, -1, -1] and int(fresh.age()) == 0
 
 
 def test_bank_follows_module_dtype():
