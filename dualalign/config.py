@@ -104,6 +104,11 @@ def add_dualalign_config(cfg):
     # unsupervised terms' gradient over the supervised loss's, at the box head and the last
     # backbone stage (two extra backward passes; single-process runs; 0 = off).
     _C.DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD = 0
+    # A registered labelled set holding the unlabelled pool's hidden truth (synthetic data:
+    # unlabeled_with_gt.json); when set, pseudo-label precision / recall per class are logged
+    # every PSEUDO_PERIOD iterations (0: at the end only). Training never reads it.
+    _C.DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET = ""
+    _C.DUALALIGN.DIAGNOSTICS.PSEUDO_PERIOD = 0
 
     # Fault handling during training.
     _C.DUALALIGN.SOLVER = CN()
@@ -180,6 +185,12 @@ def validate_dualalign_config(cfg):
             d.DIAGNOSTICS.GRAD_SHARE_PERIOD,
             d.DIAGNOSTICS.GRAD_SHARE_PERIOD >= 0,
             ">= 0 (0 = off)",
+        ),
+        (
+            "DUALALIGN.DIAGNOSTICS.PSEUDO_PERIOD",
+            d.DIAGNOSTICS.PSEUDO_PERIOD,
+            d.DIAGNOSTICS.PSEUDO_PERIOD >= 0,
+            ">= 0 (0 = at the end)",
         ),
         (
             "DUALALIGN.SOLVER.MAX_BAD_STEPS",

@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 import torch
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.evaluation import inference_on_dataset
 from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
@@ -25,6 +26,7 @@ from ..data.build import (
     unlabeled_batch_size,
 )
 from ..evaluation import RangeAPEvaluator
+from ..evaluation.pseudo_quality import PseudoLabelQualityEvaluator
 from ..modeling.teacher import EMATeacher
 from .checkpoint import AtomicCheckpointer
 from .rng_state import RNGState
@@ -111,6 +113,14 @@ class Trainer(DefaultTrainer):
         for hook in ret:
             if isinstance(hook, hooks.PeriodicWriter):
                 hook._period = self.cfg.DUALALIGN.LOG_PERIOD
+        diag = self.cfg.DUALALIGN.DIAGNOSTICS
+        if diag.PSEUDO_DATASET:
+            # Before the writers (the last hooks), so its metrics are written in the same step.
+            quality = hooks.EvalHook(
+                diag.PSEUDO_PERIOD, lambda: self.pseudo_label_quality(self.cfg, self.model)
+            )
+            writers = sum(isinstance(h, hooks.PeriodicWriter) for h in ret)
+            ret.insert(len(ret) - writers, quality)
         if not comm.is_main_process():
             # detectron2 gives the checkpoint hook to rank 0 only; every rank needs it here,
             # because a save gathers every rank's RNG state (the other ranks write nothing).
@@ -148,6 +158,16 @@ class Trainer(DefaultTrainer):
             max_dets=cfg.TEST.DETECTIONS_PER_IMAGE,
             **kwargs,
         )
+
+    @classmethod
+    def pseudo_label_quality(cls, cfg, model):
+        """Precision / recall of the model's pseudo labels on ``DIAGNOSTICS.PSEUDO_DATASET``
+        (the unlabelled pool with its hidden truth), logged as ``pseudo_quality/*``."""
+        name = cfg.DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET
+        evaluator = PseudoLabelQualityEvaluator(
+            name, cfg.DUALALIGN.PSEUDO.SCORE_THRESH, cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        )
+        return inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
