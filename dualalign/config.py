@@ -42,6 +42,10 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.PROXY = CN()
     _C.DUALALIGN.PROXY.BASE_LR = 0.01  # SGD learning rate of the proxies' param group (paper)
     _C.DUALALIGN.PROXY.INCLUDE_BACKGROUND = False  # add a background proxy (needed when C == 1)
+    # Tempered proxy loss (ProxyNCA++-style); the defaults are Eq. 2 as printed.
+    _C.DUALALIGN.PROXY.TEMPERATURE = 1.0  # distances are divided by this (> 0)
+    _C.DUALALIGN.PROXY.SQUARED_DISTANCE = False  # Phi^2 instead of Phi in Eq. 2-3
+    _C.DUALALIGN.PROXY.INCLUDE_POSITIVE = False  # the positive proxy also in the denominator
 
     # Pseudo labels of unlabelled proposals (Eq. 3, 4).
     _C.DUALALIGN.PSEUDO = CN()
@@ -153,6 +157,7 @@ def validate_dualalign_config(cfg):
         ("DUALALIGN.EMBED.HIDDEN_DIM", d.EMBED.HIDDEN_DIM, d.EMBED.HIDDEN_DIM > 0, "> 0"),
         ("DUALALIGN.EMBED.DIM", d.EMBED.DIM, d.EMBED.DIM > 0, "> 0"),
         ("DUALALIGN.PROXY.BASE_LR", d.PROXY.BASE_LR, d.PROXY.BASE_LR >= 0, ">= 0"),
+        ("DUALALIGN.PROXY.TEMPERATURE", d.PROXY.TEMPERATURE, d.PROXY.TEMPERATURE > 0, "> 0"),
         (
             "DUALALIGN.PSEUDO.SCORE_THRESH",
             d.PSEUDO.SCORE_THRESH,

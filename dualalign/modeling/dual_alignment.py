@@ -40,6 +40,7 @@ def dual_alignment_losses(
     margin: float,
     switches: Dict[str, bool],
     labeled_background: Optional[MetricBatch] = None,
+    proxy_options: Optional[Dict[str, object]] = None,
 ) -> Dict[str, torch.Tensor]:
     """The bracket of Eq. 9: ``L_pml + L'_pml + L_pmb + L'_pmb``, each term under its own name.
 
@@ -54,19 +55,22 @@ def dual_alignment_losses(
         switches: ``{loss_name: enabled}`` for the names in ``LOSS_NAMES``.
         labeled_background: embeddings of labelled background proposals with label C, added to
             the proxy term when a background proxy exists (C == 1 needs one).
+        proxy_options: keyword arguments of :func:`proxy_loss` (temperature, squared,
+            include_positive); none is Eq. 2 as printed.
 
     Returns:
         dict[str, Tensor]: the enabled terms (scalars). Disabled terms are absent.
     """
     losses = {}
+    opts = proxy_options or {}
     if switches.get("loss_pml_l", True):
         x, y = labeled.x, labeled.y
         if labeled_background is not None:
             x = torch.cat([x, labeled_background.x])
             y = torch.cat([y, labeled_background.y])
-        losses["loss_pml_l"] = proxy_loss(x, y, proxies(False))  # Eq. 2
+        losses["loss_pml_l"] = proxy_loss(x, y, proxies(False), **opts)  # Eq. 2
     if unlabeled is not None and switches.get("loss_pml_u", True):
-        losses["loss_pml_u"] = proxy_loss(unlabeled.x, unlabeled.y, proxies(True))  # Eq. 3
+        losses["loss_pml_u"] = proxy_loss(unlabeled.x, unlabeled.y, proxies(True), **opts)  # Eq. 3
     sides = [("loss_pmb_l", labeled), ("loss_pmb_u", unlabeled)]
     for name, side in sides:
         if side is None or not switches.get(name, True):

@@ -60,18 +60,26 @@ def pairwise_distance(a, b):
     return _norm(a[:, None, :] - b[None, :, :])
 
 
-def proxy_loss(x, y, proxies):
+def proxy_loss(x, y, proxies, temperature=1.0, squared=False, include_positive=False):
     """Proxy-based proposal alignment, Eq. 2 (labelled) and Eq. 3 (pseudo-labelled).
 
-    Per embedding with label c: ``Phi(x, p_c) + logsumexp_{k != c}(-Phi(x, p_k))``, i.e.
-    ``-log(exp(-Phi(x, p_c)) / sum_{k != c} exp(-Phi(x, p_k)))`` as printed in Eq. 2, whose
-    denominator excludes the positive proxy. For Eq. 3 pass ``proxies.detach()``
-    (docs/METHOD_NOTES.md: the proxies are updated from labelled data only).
+    Per embedding with label c, with ``d_k = Phi(x, p_k) / temperature``:
+    ``d_c + logsumexp_{k != c}(-d_k)``, i.e. ``-log(exp(-d_c) / sum_{k != c} exp(-d_k))`` as
+    printed in Eq. 2, whose denominator excludes the positive proxy. For Eq. 3 pass
+    ``proxies.detach()`` (docs/METHOD_NOTES.md: the proxies are updated from labelled data only).
+
+    The defaults are Eq. 2 as printed. Its gradient stays about 1 per embedding even when the
+    classes are separated (the positive never enters the normaliser). The tempered form of
+    ProxyNCA++ is ``squared=True`` (``Phi^2``), ``include_positive=True`` (a softmax cross-entropy
+    over all proxies, whose gradient vanishes once solved) and ``temperature < 1``.
 
     Args:
         x (Tensor[N, D]): embeddings.
         y (Tensor[N]): long labels in [0, C); not range-checked here (that would sync the GPU).
         proxies (Tensor[C, D]): one proxy per class (C counts a background proxy if present).
+        temperature: divides the distances (> 0).
+        squared: use the squared distance ``Phi^2``.
+        include_positive: sum over every proxy in the denominator, the positive included.
 
     Returns:
         Tensor[]: the mean loss over the N embeddings; 0 with a graph to ``x`` and ``proxies``
@@ -94,7 +102,12 @@ def proxy_loss(x, y, proxies):
     if x.shape[0] == 0:
         return zero_with_graph(x, proxies)
     dist = pairwise_distance(x, proxies)  # [N, C]
+    if squared:
+        dist = dist.pow(2)
+    dist = dist / temperature
     positive = dist.gather(1, y[:, None]).squeeze(1)
+    if include_positive:
+        return (positive + torch.logsumexp(-dist, dim=1)).mean()
     is_positive = torch.zeros_like(dist, dtype=torch.bool).scatter_(1, y[:, None], True)
     # -inf drops the positive proxy from the logsumexp; C >= 2 leaves at least one finite term.
     negatives = (-dist).masked_fill(is_positive, float("-inf"))

@@ -40,6 +40,7 @@ class DualAlignROIHeads(StandardROIHeads):
         unlabeled_proposals_per_image: int,
         margin: float,
         loss_switches: Dict[str, bool],
+        proxy_options: Optional[Dict[str, object]] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -52,6 +53,7 @@ class DualAlignROIHeads(StandardROIHeads):
         self.unlabeled_proposals_per_image = unlabeled_proposals_per_image
         self.margin = margin
         self.loss_switches = loss_switches
+        self.proxy_options = dict(proxy_options or {})
         if not (loss_switches["loss_pml_l"] or loss_switches["loss_pml_u"]):
             # Without proposal alignment nothing reads the proxies: freeze them, so DDP does not
             # wait for their gradient (and the optimizer leaves them untouched).
@@ -80,6 +82,11 @@ class DualAlignROIHeads(StandardROIHeads):
         ret["pseudo_score_thresh"] = d.PSEUDO.SCORE_THRESH
         ret["unlabeled_proposals_per_image"] = d.PSEUDO.PROPOSALS_PER_IMAGE
         ret["margin"] = d.PROTO.MARGIN
+        ret["proxy_options"] = {
+            "temperature": d.PROXY.TEMPERATURE,
+            "squared": d.PROXY.SQUARED_DISTANCE,
+            "include_positive": d.PROXY.INCLUDE_POSITIVE,
+        }
         ret["loss_switches"] = {
             "loss_pml_l": d.LOSS.PML_LABELED,
             "loss_pml_u": d.LOSS.PML_UNLABELED,
@@ -151,6 +158,7 @@ class DualAlignROIHeads(StandardROIHeads):
             self.margin,
             self.loss_switches,
             labeled_background=background,
+            proxy_options=self.proxy_options,
         )
         # P_gg of this step, pushed into the bank by the trainer after the optimizer step.
         p_gg, present = class_prototypes(labeled.x.detach(), y_l, num_classes)

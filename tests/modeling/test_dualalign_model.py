@@ -173,3 +173,27 @@ def test_bench_same_images_step_forwards_the_unlabeled_half_without_loss():
     assert len(rows) == 2 and rows[1] == 2 * 16  # labelled pass, then 16 per unlabelled image
     sum(losses.values()).backward()
     assert model.roi_heads.projection_head.fc1.weight.grad is None
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"DUALALIGN__PROXY__TEMPERATURE": 0.1},
+        {"DUALALIGN__PROXY__SQUARED_DISTANCE": True},
+        {"DUALALIGN__PROXY__INCLUDE_POSITIVE": True},
+    ],
+)
+def test_each_proxy_loss_switch_changes_the_proxy_terms_only(switch):
+    def losses_with(tag, **overrides):
+        torch.manual_seed(0)
+        _, model = build(CPU_CFG, tag, DUALALIGN__PSEUDO__SCORE_THRESH=0.0, **overrides)
+        model.train()
+        torch.manual_seed(1)
+        with EventStorage():
+            return model(fake_batch(2, True, 0), fake_batch(2, False, 1))
+
+    name = next(iter(switch)).split("__")[-1].lower()
+    base, changed = losses_with("sw0"), losses_with(f"sw_{name}", **switch)
+    for key in base:
+        same = torch.equal(base[key], changed[key])
+        assert same == (key not in ("loss_pml_l", "loss_pml_u")), key

@@ -239,3 +239,32 @@ def test_prototype_losses_finite_at_large_scale():
     loss = loss + intra_alignment(P_gg, P_cg, present & valid)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+def test_tempered_proxy_loss_forms():
+    torch.manual_seed(0)
+    x, proxies = torch.randn(5, 4), torch.randn(3, 4)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    dist = pairwise_distance(x, proxies)
+    # include_positive: the softmax cross-entropy over all proxies of -Phi^2 / T (ProxyNCA++).
+    expected = torch.nn.functional.cross_entropy(-dist.pow(2) / 0.5, y)
+    got = proxy_loss(x, y, proxies, temperature=0.5, squared=True, include_positive=True)
+    torch.testing.assert_close(got, expected)
+    # Temperature alone scales Eq. 2's distances.
+    d = dist / 0.25
+    pos = d.gather(1, y[:, None]).squeeze(1)
+    neg = (-d).masked_fill(torch.nn.functional.one_hot(y, 3).bool(), float("-inf"))
+    torch.testing.assert_close(
+        proxy_loss(x, y, proxies, temperature=0.25), (pos + neg.logsumexp(1)).mean()
+    )
+    torch.testing.assert_close(proxy_loss(x, y, proxies, temperature=1.0), proxy_loss(x, y, proxies))
+
+
+def test_eq2_keeps_pushing_a_solved_embedding_the_tempered_form_does_not():
+    proxies = torch.eye(3) * 3.0  # far apart
+    x = proxies[:1].clone().requires_grad_(True)  # sits on its own proxy: solved
+    y = torch.tensor([0])
+    (g_eq2,) = torch.autograd.grad(proxy_loss(x, y, proxies), x)
+    (g_nca,) = torch.autograd.grad(proxy_loss(x, y, proxies, include_positive=True), x)
+    assert g_eq2.norm() > 0.5  # Eq. 2 as printed: still about 1
+    assert g_nca.norm() < 0.05 * g_eq2.norm()
