@@ -82,7 +82,7 @@ def method_cfg(config, args, method):
 
 
 def log_to_file(output_dir):
-    """Send detectron2's and our INFO logs to OUTPUT_DIR/log.txt only; the console shows a summary."""
+    """Send detectron2's and our INFO logs to OUTPUT_DIR/log.txt only (the console: a summary)."""
     os.makedirs(output_dir, exist_ok=True)
     handler = logging.FileHandler(os.path.join(output_dir, "log.txt"))
     handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s]: %(message)s"))

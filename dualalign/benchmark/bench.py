@@ -86,7 +86,8 @@ def measure_steps(s, labeled, unlabeled, amp_runs):
                 )
                 for _ in range(max(s["warmup"], 1 if is_cuda else 0)):
                     step()
-                peaks[name] = (torch.cuda.max_memory_allocated() - before) / 2**30 if is_cuda else None
+                peak = torch.cuda.max_memory_allocated() - before if is_cuda else None
+                peaks[name] = None if peak is None else peak / 2**30
                 steps[name] = step
         times = interleaved_times(steps, s["rounds"], s["repeats"])
     per_round = round_medians(times)

@@ -60,7 +60,7 @@ def summary_markdown(runs):
 
 
 def tables_markdown(runs, label):
-    """Markdown for Table 1 (per fraction) and Table 2 (all methods at the largest complete fraction)."""
+    """Markdown of Table 1 (per fraction) and Table 2 (all methods, largest complete fraction)."""
     if not runs:
         return f"# {label}\n\nNo finished runs yet.\n"
     classes = list(runs[0]["per_class"])

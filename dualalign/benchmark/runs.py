@@ -78,6 +78,7 @@ def collect(out_dir: str) -> List[dict]:
             with open(path) as f:
                 run = json.load(f)
             metrics = os.path.join("runs", name, "metrics.json")
-            run["metrics_file"] = metrics if os.path.isfile(os.path.join(out_dir, metrics)) else None
+            has_metrics = os.path.isfile(os.path.join(out_dir, metrics))
+            run["metrics_file"] = metrics if has_metrics else None
             runs.append(run)
     return runs

@@ -50,7 +50,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    """Check the sets of ``argv``; return the exit status (0 valid, 1 a problem; 2 from argparse)."""
+    """Check the sets of ``argv``; return the exit status (0: valid, 1: a problem; 2: argparse)."""
     args = parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
