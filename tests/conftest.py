@@ -14,9 +14,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture
 def shared_data_dir():
-    """Path to ../shared/data, or skip with a clear reason when it is not beside the repo."""
+    """The folder of the real data sets (``SHARED_DATA``), or skip with a clear reason."""
     if not os.path.isdir(SHARED_DATA):
-        pytest.skip(f"real data not found at {SHARED_DATA} (../shared is absent in this checkout)")
+        pytest.skip(f"real data not found at {SHARED_DATA} (set DUALALIGN_REAL_DATA to its folder)")
     return SHARED_DATA
 
 

@@ -16,7 +16,10 @@ from dualalign.engine.setup import build_cfg
 from dualalign.utils.paths import config_path, repo_root
 
 REPO_ROOT = repo_root()
-SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+# The real data sets (cervix93/, ...): DUALALIGN_REAL_DATA, else the checkout's sibling folder.
+SHARED_DATA = os.environ.get(
+    "DUALALIGN_REAL_DATA", os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+)
 INSTANT_TEST = "dualalign_R18_instant_test.yaml"
 
 
