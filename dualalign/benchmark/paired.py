@@ -103,8 +103,8 @@ def t_interval(deltas: Sequence[float], level: float = 0.95) -> Dict[str, Any]:
     """Mean of paired differences with its two-sided Student-t interval.
 
     Returns:
-        ``{"mean", "ci95": [lo, hi], "n", "sd"}``; with one pair the interval is
-        ``[-inf, inf]`` (nothing can be said).
+        ``{"mean", "ci95": [lo, hi], "n", "sd"}``; with one pair the interval and sd are None
+        (nothing can be said; None keeps the summary valid JSON).
     """
     x = np.asarray(deltas, dtype=np.float64)
     n = int(x.size)
@@ -112,7 +112,7 @@ def t_interval(deltas: Sequence[float], level: float = 0.95) -> Dict[str, Any]:
         raise ValueError("t_interval needs at least one difference")
     mean = float(x.mean())
     if n == 1:
-        return {"mean": mean, "ci95": [-math.inf, math.inf], "n": 1, "sd": float("nan")}
+        return {"mean": mean, "ci95": [None, None], "n": 1, "sd": None}
     sd = float(x.std(ddof=1))
     half = student_t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}

@@ -1,0 +1,401 @@
+"""The two-stage protocol: a benchmark that can see a one-point gain.
+
+1. **Data.** The synthetic protocol set: a labelled pool of 120 patches (subsampled by the
+   labelled fraction and the split seed), 960 unlabelled patches whose true boxes are kept aside
+   (``unlabeled_with_gt.json``, read by the diagnostics only), 60 val and 500 test patches.
+2. **Stage A**, a supervised burn-in per (fraction, split seed), evaluated on the *val* split
+   every fifth of its iterations.
+3. **Gates** on stage A's val curves, written to the summary: *plateau* (mAP moves by less than
+   ``plateau_points`` over the last fifth of every burn-in) and *label-limited* (supervised at
+   the largest fraction is at least ``label_gap_points`` above the smallest). A failed gate
+   stops the comparison and says what to lengthen.
+4. **Stage B**, every arm continued from each burn-in with the same iterations, lr, data order
+   (``SEED`` = the order seed) and labelled batches, with frozen BN (the normalisation then does
+   not depend on what else is in the batch). Teachers start as the burn-in checkpoint.
+5. **Score**: the mean test mAP of the run's last three checkpoints (``score_checkpoints``).
+6. **Statistics**: per arm, paired differences against supervised-continue over (split seed,
+   order seed) pairs with a Student-t 95 % interval, and a bootstrap interval over test images
+   for the first pair (:mod:`.paired`).
+
+Everything is resumable: a run with ``result.json`` is skipped. Outputs under
+``<output>/protocol/<dataset>/``: ``summary.json``, ``tables.md``, ``paired_deltas.png`` and
+``runs/``.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Sequence
+
+from ..utils.atomic import atomic_write_json, atomic_write_text
+from ..utils.paths import repo_root
+from ..data.synthetic import generate_dataset
+from .paired import bootstrap_delta_interval, paired_deltas, t_interval
+from .runs import read_run_ap
+
+__all__ = [
+    "ARMS",
+    "ProtocolSettings",
+    "check_gates",
+    "prepare_synthetic",
+    "run_protocol",
+    "summarize",
+]
+
+PROTOCOL_SIZES = dict(num_labeled=120, num_unlabeled=960, num_val=60, num_test=500)
+TERMS_OFF = [
+    "DUALALIGN.LOSS.PML_LABELED", "False", "DUALALIGN.LOSS.PML_UNLABELED", "False",
+    "DUALALIGN.LOSS.PMB_LABELED", "False", "DUALALIGN.LOSS.PMB_UNLABELED", "False",
+]  # fmt: skip
+# arm: (method config, extra opts). The null control forwards the unlabelled half with every
+# unsupervised term off: under frozen BN it must match supervised-continue.
+ARMS = {
+    "supervised": ("supervised", []),
+    "null_control": ("dualalign", TERMS_OFF),
+    "dualalign": ("dualalign", []),
+    "dualalign_noproto": ("dualalign_noproto", []),
+    "dualalign_noproposal": ("dualalign_noproposal", []),
+    "csd": ("csd", []),
+    "mean_teacher": ("mean_teacher", ["DUALALIGN.TEACHER.START_ITER", "0"]),
+}
+
+
+@dataclass
+class ProtocolSettings:
+    """The budget of one protocol (every arm and pair gets exactly this)."""
+
+    config_dir: str = "configs/synthetic"
+    suffix: str = "_R18_cpu"
+    burn_in_iters: int = 1200
+    burn_in_lr: float = 0.01
+    continue_iters: int = 500
+    continue_lr: float = 0.001
+    fractions: Sequence[float] = (0.25, 1.0)  # burn-ins (the gates compare them)
+    continue_fractions: Sequence[float] = (0.25,)  # stage B (the headline fraction)
+    split_seeds: Sequence[int] = (0, 1)
+    order_seeds: Sequence[int] = (0, 1, 2, 3)
+    arms: Sequence[str] = ("supervised", "null_control", "dualalign")
+    plateau_points: float = 1.0
+    label_gap_points: float = 5.0
+    bootstrap_samples: int = 200
+    jobs: int = 1
+    ignore_gates: bool = False  # continue even when a gate fails (pilots only; said in summary)
+    diagnostics: bool = True  # stage B logs pseudo-label quality and gradient-norm ratios
+    score_checkpoints: int = 3  # a run's score: the mean test mAP of its last this many
+    opts: List[str] = field(default_factory=lambda: ["MODEL.DEVICE", "cpu"])
+
+
+def prepare_synthetic(root: str, label: str = "protocol", **sizes) -> dict:
+    """The synthetic protocol set (``PROTOCOL_SIZES`` unless ``sizes``), as config opts.
+
+    Returns:
+        ``{"opts", "val_name", "test_name", "test_json", "pool_truth_name"}``.
+    """
+    paths = generate_dataset(root, seed=0, **(sizes or PROTOCOL_SIZES))
+    img = paths["image_root"]
+    pool_truth = os.path.join(os.path.dirname(paths["unlabeled"]), "unlabeled_with_gt.json")
+    coco = [
+        [f"{label}_train", paths["labeled"], img],
+        [f"{label}_val", paths["val"], img],
+        [f"{label}_test", paths["test"], img],
+        [f"{label}_pool_truth", pool_truth, img],  # read by the diagnostics only
+    ]
+    opts = [
+        "DUALALIGN.DATASETS.COCO", str(coco),
+        "DUALALIGN.DATASETS.UNLABELED", str([[f"{label}_pool", paths["unlabeled"], img]]),
+        "DUALALIGN.DATASETS.TRAIN_UNLABELED", f"('{label}_pool',)",
+        "DATASETS.TRAIN", f"('{label}_train',)", "DATASETS.TEST", f"('{label}_test',)",
+        "DATALOADER.NUM_WORKERS", "0",
+    ]  # fmt: skip
+    return {
+        "opts": opts,
+        "val_name": f"{label}_val",
+        "test_name": f"{label}_test",
+        "test_json": paths["test"],
+        "pool_truth_name": f"{label}_pool_truth",
+    }
+
+
+def _config(s: ProtocolSettings, method: str) -> str:
+    return os.path.join(repo_root(), s.config_dir, f"{method}{s.suffix}.yaml")
+
+
+def _train(cfg_file: str, opts: List[str], out_dir: str, jobs: int, eval_only=False) -> None:
+    """One ``train_net.py`` process writing into ``out_dir`` (log in ``harness.log``)."""
+    from .harness import run_env
+
+    os.makedirs(out_dir, exist_ok=True)
+    cmd = [sys.executable, os.path.join(repo_root(), "train_net.py"), "--config-file", cfg_file]
+    cmd += (["--eval-only"] if eval_only else []) + opts + ["OUTPUT_DIR", out_dir]
+    with open(os.path.join(out_dir, "harness.log"), "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=run_env(jobs))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{out_dir}: train_net.py exited with {proc.returncode}; see its log")
+
+
+def _eval_history(metrics_file: str) -> List[tuple]:
+    """``[(iteration, bbox/mAP)]`` of the evaluations logged in a run's metrics.json."""
+    with open(metrics_file) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [(r["iteration"], r["bbox/mAP"]) for r in records if "bbox/mAP" in r]
+
+
+def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: str) -> dict:
+    """Stage A for one (fraction, split seed): supervised, evaluated on val every fifth."""
+    run_dir = os.path.join(out, "burn_in", f"f{fraction:g}_split{split}")
+    result = os.path.join(run_dir, "result.json")
+    if os.path.isfile(result):
+        with open(result) as f:
+            return json.load(f)
+    n = s.burn_in_iters
+    opts = s.opts + data["opts"] + [
+        "DATASETS.TEST", f"('{data['val_name']}',)",
+        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
+        "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "SEED", str(split),
+        "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.burn_in_lr),
+        "SOLVER.STEPS", f"({int(n * 0.8)},)", "SOLVER.WARMUP_ITERS", str(min(100, n // 5)),
+        "SOLVER.CHECKPOINT_PERIOD", str(n), "TEST.EVAL_PERIOD", str(max(1, n // 5)),
+    ]  # fmt: skip
+    _train(_config(s, "supervised"), opts, run_dir, s.jobs)
+    history = _eval_history(os.path.join(run_dir, "metrics.json"))
+    record = {
+        "fraction": fraction,
+        "split_seed": split,
+        "val_mAP_history": history,
+        "checkpoint": os.path.join(run_dir, "model_final.pth"),
+    }
+    atomic_write_json(result, record)
+    return record
+
+
+def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
+    """The plateau and label-limited gates on stage A's val curves (see module docstring)."""
+    moves = []
+    for b in burn_ins:
+        hist = b["val_mAP_history"]
+        last_fifth = [m for it, m in hist if it >= 0.8 * hist[-1][0] - 1]
+        moves.append(max(last_fifth) - min(last_fifth) if len(last_fifth) > 1 else float("inf"))
+    final = {}
+    for b in burn_ins:
+        final.setdefault(b["fraction"], []).append(b["val_mAP_history"][-1][1])
+    means = {f: sum(v) / len(v) for f, v in final.items()}
+    gap = means[max(means)] - means[min(means)] if len(means) > 1 else float("nan")
+    gates = {
+        "plateau": max(moves) < s.plateau_points,
+        "largest_move_last_fifth": max(moves) if math.isfinite(max(moves)) else None,
+        "label_limited": gap >= s.label_gap_points if len(means) > 1 else None,
+        f"sup_{max(means):g}_minus_{min(means):g}": gap if len(means) > 1 else None,
+        "messages": [],
+    }
+    if not gates["plateau"]:
+        gates["messages"].append(
+            f"plateau gate failed: val mAP still moves {max(moves):.2f} points over the last "
+            f"fifth of stage A (allowed < {s.plateau_points}); lengthen --burn-in-iters"
+        )
+    if gates["label_limited"] is False:
+        gates["messages"].append(
+            f"label-limited gate failed: supervised gains {gap:.2f} points from the smallest to "
+            f"the largest fraction (needed >= {s.label_gap_points}); lengthen --burn-in-iters "
+            "so that labels, not iterations, limit the detector"
+        )
+    return gates
+
+
+def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
+    """Stage B: ``arm`` continued from a burn-in; scored by its last checkpoints."""
+    run_dir = os.path.join(out, "runs", f"{arm}_f{fraction:g}_split{split}_order{order}")
+    result = os.path.join(run_dir, "result.json")
+    if os.path.isfile(result):
+        with open(result) as f:
+            return json.load(f)
+    method, arm_opts = ARMS[arm]
+    n = s.continue_iters
+    period = max(1, n // 10)
+    common = s.opts + data["opts"] + [
+        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
+        "DUALALIGN.DATASETS.SPLIT_SEED", str(split),
+        "MODEL.RESNETS.NORM", "FrozenBN",
+    ]  # fmt: skip
+    opts = common + arm_opts + [
+        "MODEL.WEIGHTS", checkpoint, "SEED", str(order),
+        "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.continue_lr), "SOLVER.STEPS", "()",
+        "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", str(period),
+        "TEST.EVAL_PERIOD", "0", "DUALALIGN.RAMPUP_ITERS", str(n // 5),
+        "DUALALIGN.CSD.RAMPUP_ITERS", str(n // 5), "DUALALIGN.CSD.RAMPDOWN_ITERS", str(n // 6),
+        "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS", str(n // 5),
+    ]  # fmt: skip
+    if s.diagnostics:
+        opts += [
+            "DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET", data["pool_truth_name"],
+            "DUALALIGN.DIAGNOSTICS.PSEUDO_PERIOD", "0",
+            "DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD", str(period),
+        ]  # fmt: skip
+    start = time.time()
+    _train(_config(s, method), opts, run_dir, s.jobs)
+    scores = []
+    last = [n - k * period - 1 for k in range(s.score_checkpoints - 1, 0, -1)] + [None]
+    for it in last:
+        name = "model_final.pth" if it is None else f"model_{it:07d}.pth"
+        eval_dir = os.path.join(run_dir, "eval", name.replace(".pth", ""))
+        weights = os.path.join(run_dir, name)
+        _train(_config(s, method), common + arm_opts + ["MODEL.WEIGHTS", weights], eval_dir,
+               s.jobs, eval_only=True)  # fmt: skip
+        with open(os.path.join(eval_dir, "inference", data["test_name"], "range_ap.json")) as f:
+            scores.append(json.load(f)["mAP"])
+    for name in os.listdir(run_dir):  # ~130 MB each: the predictions are what is kept
+        if name.endswith(".pth"):
+            os.remove(os.path.join(run_dir, name))
+    final_ap = read_run_ap(os.path.join(eval_dir, "inference", data["test_name"]))
+    record = {
+        "arm": arm,
+        "fraction": fraction,
+        "split_seed": split,
+        "order_seed": order,
+        "final": final_ap,
+        "mAP_last": scores,
+        "mAP": sum(scores) / len(scores),
+        "predictions": os.path.join(
+            eval_dir, "inference", data["test_name"], "coco_instances_results.json"
+        ),
+        "metrics_file": os.path.join(run_dir, "metrics.json"),
+        "seconds": round(time.time() - start, 1),
+    }
+    atomic_write_json(result, record)
+    return record
+
+
+def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings) -> dict:
+    """``summary.json``: gates, per fraction the arms' mean mAP and their paired differences."""
+    from ..evaluation.range_ap import coco_from_dict, evaluate_coco_range
+
+    with open(test_json) as f:
+        gt = json.load(f)
+
+    def score(g, preds):
+        return evaluate_coco_range(coco_from_dict(g), preds, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])[
+            "mAP"
+        ]
+
+    out = {"gates": gates, "settings": asdict(s), "fractions": {}}
+    for fraction in sorted({r["fraction"] for r in runs}):
+        by_arm: Dict[str, Dict[tuple, dict]] = {}
+        for r in runs:
+            if r["fraction"] == fraction:
+                by_arm.setdefault(r["arm"], {})[(r["split_seed"], r["order_seed"])] = r
+        arms = {
+            a: {"mAP": sum(r["mAP"] for r in rs.values()) / len(rs), "n": len(rs)}
+            for a, rs in by_arm.items()
+        }
+        deltas = {}
+        ref = by_arm.get("supervised", {})
+        for arm, rs in by_arm.items():
+            if arm == "supervised" or not set(rs) & set(ref):
+                continue
+            d = paired_deltas(
+                {k: r["mAP"] for k, r in rs.items()}, {k: r["mAP"] for k, r in ref.items()}
+            )
+            entry = t_interval(d)
+            first = sorted(set(rs) & set(ref))[0]
+            if s.bootstrap_samples:
+                with open(rs[first]["predictions"]) as f:
+                    pa = json.load(f)
+                with open(ref[first]["predictions"]) as f:
+                    pb = json.load(f)
+                boot = bootstrap_delta_interval(gt, pa, pb, score, s.bootstrap_samples)
+                entry["bootstrap_ci95_first_pair"] = boot["ci95"]
+            deltas[arm] = entry
+        out["fractions"][f"{fraction:g}"] = {"arms": arms, "delta_vs_supervised": deltas}
+    return out
+
+
+def _fmt(entry: dict) -> str:
+    lo, hi = entry["ci95"]
+    if lo is None:
+        return f"{entry['mean']:+.2f} [no interval from one pair] (1)"
+    return f"{entry['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({entry['n']})"
+
+
+def write_tables(summary: dict, out_dir: str) -> None:
+    """``tables.md``: gates, then per fraction each arm's mAP and paired difference."""
+    g = summary["gates"]
+    lines = ["# Two-stage protocol", "", "## Gates", ""]
+    lines += [f"- {k}: {v}" for k, v in g.items() if k != "messages"]
+    lines += [f"- **{m}**" for m in g.get("messages", [])]
+    for fraction, block in summary["fractions"].items():
+        lines += ["", f"## {float(fraction) * 100:g} % labelled", ""]
+        lines += ["| arm | mAP (mean over pairs) | delta vs supervised: mean [95 % t] (n) |"]
+        lines += ["|---|---|---|"]
+        for arm, a in block["arms"].items():
+            d = block["delta_vs_supervised"].get(arm)
+            lines.append(f"| {arm} | {a['mAP']:.2f} | {_fmt(d) if d else 'reference'} |")
+    atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")
+
+
+def plot_deltas(summary: dict, out_dir: str) -> None:
+    """``paired_deltas.png``: each arm's mean paired difference with its 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        (f"{a} ({float(fr) * 100:g} %)", d)
+        for fr, block in summary["fractions"].items()
+        for a, d in block["delta_vs_supervised"].items()
+    ]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(rows) + 1))
+    for i, (_, d) in enumerate(rows):
+        lo, hi = d["ci95"]
+        if lo is not None:
+            ax.plot([lo, hi], [i, i], color="tab:blue")
+        ax.plot([d["mean"]], [i], "o", color="tab:blue")
+    ax.axvline(0.0, color="grey", lw=1)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+    ax.set_xlabel("mAP[.1:.7] difference vs supervised-continue (95 % t interval)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "paired_deltas.png"), dpi=120)
+    plt.close(fig)
+
+
+def _parallel(jobs: int, calls: List[tuple]) -> list:
+    """``[f(*args) for f, args in calls]``, ``jobs`` at a time (each a train_net process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(lambda call: call[0](*call[1]), calls))
+
+
+def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
+    """Stages A and B, gates and statistics; returns the summary (also written to disk)."""
+    os.makedirs(out_dir, exist_ok=True)
+    cells = [(f, split) for f in s.fractions for split in s.split_seeds]
+    burn_ins = _parallel(s.jobs, [(burn_in, (s, data, f, split, out_dir)) for f, split in cells])
+    gates = check_gates(burn_ins, s)
+    runs = []
+    if gates["messages"] and not s.ignore_gates:
+        for message in gates["messages"]:
+            print(message, flush=True)
+    else:
+        gates["ignored"] = bool(gates["messages"])
+        todo = [
+            (continue_run, (s, data, arm, b["fraction"], b["split_seed"], order, b["checkpoint"],
+                            out_dir))
+            for b in burn_ins
+            if b["fraction"] in s.continue_fractions
+            for order in s.order_seeds
+            for arm in s.arms
+        ]  # fmt: skip
+        runs = _parallel(s.jobs, todo)
+    summary = summarize(runs, gates, data["test_json"], s)
+    atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+    write_tables(summary, out_dir)
+    plot_deltas(summary, out_dir)
+    return summary
