@@ -1,7 +1,5 @@
-"""Shared pieces of the inference tests: a fake detector, a tiny checkpoint, the scripts."""
+"""Shared pieces of the inference tests: a fake detector and a tiny checkpoint."""
 
-import importlib.util
-import os
 
 import cv2
 import numpy as np
@@ -9,11 +7,11 @@ import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dualalign.utils.paths import config_path, repo_root
+
+REPO_ROOT = repo_root()
 # The 128 px test size keeps a CPU forward pass well under a second.
-CONFIG = os.path.join(
-    REPO_ROOT, "configs", "quick_schedules", "supervised_R18_inference_test.yaml"
-)
+CONFIG = config_path("quick_schedules", "supervised_R18_inference_test.yaml")
 SMALL_OPTS = ["MODEL.DEVICE", "cpu"]
 # Fewer proposals and detections per image: inference-only settings, the weights are the same.
 FAST_OPTS = SMALL_OPTS + [
@@ -46,16 +44,6 @@ class MarkerDetector:
             inst.pred_classes = torch.full((len(boxes),), 2, dtype=torch.int64)
             out.append(inst)
         return out
-
-
-def load_script(name):
-    """Import ``scripts/<name>.py`` as a module (its ``main(argv, predictor_factory)``)."""
-    spec = importlib.util.spec_from_file_location(
-        f"script_{name}", os.path.join(REPO_ROOT, "scripts", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from dualalign.engine.setup import build_cfg
 from dualalign.wsi.reader import open_slide
 from dualalign.wsi.synthetic_slide import make_synthetic_slide, write_pyramidal_tiff
 
-from .conftest import CLASSES, CONFIG, SMALL_OPTS, MarkerDetector, load_script
+from .conftest import CLASSES, CONFIG, SMALL_OPTS, MarkerDetector
 
 PATCH = 128
 TISSUE = (0, 0, 384, 384)  # the right 128 columns are glass
@@ -33,7 +33,9 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def mine():
-    return load_script("mine_unlabeled")
+    from dualalign.inference import mine_run
+
+    return mine_run
 
 
 @pytest.fixture

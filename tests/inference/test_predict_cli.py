@@ -25,7 +25,7 @@ from dualalign.inference.predictor import (
 )
 from dualalign.wsi.synthetic_slide import make_synthetic_slide, write_pyramidal_tiff
 
-from .conftest import CLASSES, CONFIG, FAST_OPTS, REPO_ROOT, SMALL_OPTS, load_script
+from .conftest import CLASSES, CONFIG, FAST_OPTS, REPO_ROOT, SMALL_OPTS
 
 OUTPUT_FILES = (
     "detections.coco.json",
@@ -38,7 +38,9 @@ OUTPUT_FILES = (
 
 @pytest.fixture(scope="module")
 def predict():
-    return load_script("predict")
+    from dualalign.inference import predict_run
+
+    return predict_run
 
 
 @pytest.fixture(scope="module")
