@@ -6,7 +6,6 @@ checkpoint is that. These tests pin what the continuation relies on.
 """
 
 import torch
-from detectron2.modeling import build_model
 
 from dualalign.engine.checkpoint import AtomicCheckpointer
 

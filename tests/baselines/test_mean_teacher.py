@@ -2,7 +2,6 @@
 
 import pickle
 
-import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.solver.build import get_default_optimizer_params

@@ -1,6 +1,5 @@
 """Shared pieces of the inference tests: a fake detector and a tiny checkpoint."""
 
-
 import cv2
 import numpy as np
 import pytest
