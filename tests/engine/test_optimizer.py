@@ -16,8 +16,9 @@ from detectron2.solver import build_optimizer as d2_build_optimizer
 
 from dualalign.engine.setup import build_cfg
 from dualalign.engine.trainer import Trainer, split_proxy_group
+from dualalign.utils.paths import repo_root
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = repo_root()
 SHIPPED = sorted(
     os.path.relpath(p, REPO_ROOT)
     for p in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)
