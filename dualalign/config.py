@@ -98,6 +98,9 @@ def add_dualalign_config(cfg):
     # Evaluation: COCO-style AP averaged over this IoU grid (the paper's AP10..AP70).
     _C.DUALALIGN.EVAL = CN()
     _C.DUALALIGN.EVAL.IOU_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    # Periodic evaluation (TEST.EVAL_PERIOD) starts at this iteration (0: from the start); the
+    # evaluation after training always runs.
+    _C.DUALALIGN.EVAL.START_ITER = 0
 
     # Iterations between writes of metrics.json, TensorBoard events and the console log.
     _C.DUALALIGN.LOG_PERIOD = 20

@@ -12,7 +12,8 @@
 4. **Stage B**, every arm continued from each burn-in with the same iterations, lr, data order
    (``SEED`` = the order seed) and labelled batches, with frozen BN (the normalisation then does
    not depend on what else is in the batch). Teachers start as the burn-in checkpoint.
-5. **Score**: the mean test mAP of the run's last three checkpoints (``score_checkpoints``).
+5. **Score**: the mean of the run's last three test evaluations (``score_checkpoints``), one
+   every tenth of stage B, made in the run (``DUALALIGN.EVAL.START_ITER``).
 6. **Statistics**: per arm, paired differences against supervised-continue over (split seed,
    order seed) pairs with a Student-t 95 % interval, and a bootstrap interval over test images
    for the first pair (:mod:`.paired`).
@@ -85,7 +86,7 @@ class ProtocolSettings:
     jobs: int = 1
     ignore_gates: bool = False  # continue even when a gate fails (pilots only; said in summary)
     diagnostics: bool = True  # stage B logs pseudo-label quality and gradient-norm ratios
-    score_checkpoints: int = 3  # a run's score: the mean test mAP of its last this many
+    score_checkpoints: int = 3  # a run's score: the mean of its last this many test evaluations
     opts: List[str] = field(default_factory=lambda: ["MODEL.DEVICE", "cpu"])
 
 
@@ -124,13 +125,13 @@ def _config(s: ProtocolSettings, method: str) -> str:
     return os.path.join(repo_root(), s.config_dir, f"{method}{s.suffix}.yaml")
 
 
-def _train(cfg_file: str, opts: List[str], out_dir: str, jobs: int, eval_only=False) -> None:
+def _train(cfg_file: str, opts: List[str], out_dir: str, jobs: int) -> None:
     """One ``train_net.py`` process writing into ``out_dir`` (log in ``harness.log``)."""
     from .harness import run_env
 
     os.makedirs(out_dir, exist_ok=True)
     cmd = [sys.executable, os.path.join(repo_root(), "train_net.py"), "--config-file", cfg_file]
-    cmd += (["--eval-only"] if eval_only else []) + opts + ["OUTPUT_DIR", out_dir]
+    cmd += opts + ["OUTPUT_DIR", out_dir]
     with open(os.path.join(out_dir, "harness.log"), "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
@@ -222,11 +223,14 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
         "DUALALIGN.DATASETS.SPLIT_SEED", str(split),
         "MODEL.RESNETS.NORM", "FrozenBN",
     ]  # fmt: skip
+    # The last ``score_checkpoints`` evaluations happen in the run (one every ``period``).
+    first_eval = n - (s.score_checkpoints - 1) * period
     opts = common + arm_opts + [
         "MODEL.WEIGHTS", checkpoint, "SEED", str(order),
         "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.continue_lr), "SOLVER.STEPS", "()",
-        "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", str(period),
-        "TEST.EVAL_PERIOD", "0", "DUALALIGN.RAMPUP_ITERS", str(n // 5),
+        "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", str(n),
+        "TEST.EVAL_PERIOD", str(period), "DUALALIGN.EVAL.START_ITER", str(first_eval),
+        "DUALALIGN.RAMPUP_ITERS", str(n // 5),
         "DUALALIGN.CSD.RAMPUP_ITERS", str(n // 5), "DUALALIGN.CSD.RAMPDOWN_ITERS", str(n // 6),
         "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS", str(n // 5),
     ]  # fmt: skip
@@ -238,20 +242,15 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
         ]  # fmt: skip
     start = time.time()
     _train(_config(s, method), opts, run_dir, s.jobs)
-    scores = []
-    last = [n - k * period - 1 for k in range(s.score_checkpoints - 1, 0, -1)] + [None]
-    for it in last:
-        name = "model_final.pth" if it is None else f"model_{it:07d}.pth"
-        eval_dir = os.path.join(run_dir, "eval", name.replace(".pth", ""))
-        weights = os.path.join(run_dir, name)
-        _train(_config(s, method), common + arm_opts + ["MODEL.WEIGHTS", weights], eval_dir,
-               s.jobs, eval_only=True)  # fmt: skip
-        with open(os.path.join(eval_dir, "inference", data["test_name"], "range_ap.json")) as f:
-            scores.append(json.load(f)["mAP"])
+    history = _eval_history(os.path.join(run_dir, "metrics.json"))
+    scores = [m for it, m in history if it + 1 >= first_eval][-s.score_checkpoints :]
+    if len(scores) != s.score_checkpoints:
+        raise RuntimeError(f"{run_dir}: expected {s.score_checkpoints} evaluations, got {history}")
     for name in os.listdir(run_dir):  # ~130 MB each: the predictions are what is kept
         if name.endswith(".pth"):
             os.remove(os.path.join(run_dir, name))
-    final_ap = read_run_ap(os.path.join(eval_dir, "inference", data["test_name"]))
+    inference = os.path.join(run_dir, "inference", data["test_name"])
+    final_ap = read_run_ap(inference)
     record = {
         "arm": arm,
         "fraction": fraction,
@@ -260,9 +259,7 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
         "final": final_ap,
         "mAP_last": scores,
         "mAP": sum(scores) / len(scores),
-        "predictions": os.path.join(
-            eval_dir, "inference", data["test_name"], "coco_instances_results.json"
-        ),
+        "predictions": os.path.join(inference, "coco_instances_results.json"),
         "metrics_file": os.path.join(run_dir, "metrics.json"),
         "seconds": round(time.time() - start, 1),
     }

@@ -48,6 +48,19 @@ def is_semi_supervised(cfg) -> bool:
     return cfg.DUALALIGN.METHOD != "supervised"
 
 
+class EvalFromHook(hooks.EvalHook):
+    """detectron2's EvalHook whose periodic evaluations start at ``start_iter``
+    (``DUALALIGN.EVAL.START_ITER``); the evaluation after training always runs."""
+
+    def __init__(self, eval_period, eval_function, start_iter: int = 0):
+        super().__init__(eval_period, eval_function)
+        self.start_iter = start_iter
+
+    def after_step(self):
+        if self.trainer.iter + 1 >= self.start_iter:
+            super().after_step()
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer for every method of the project (see module docstring)."""
 
@@ -110,9 +123,12 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         ret = super().build_hooks()
-        for hook in ret:
+        for i, hook in enumerate(ret):
             if isinstance(hook, hooks.PeriodicWriter):
                 hook._period = self.cfg.DUALALIGN.LOG_PERIOD
+            if type(hook) is hooks.EvalHook:
+                start = self.cfg.DUALALIGN.EVAL.START_ITER
+                ret[i] = EvalFromHook(hook._period, hook._func, start)
         diag = self.cfg.DUALALIGN.DIAGNOSTICS
         if diag.PSEUDO_DATASET:
             # Before the writers (the last hooks), so its metrics are written in the same step.
