@@ -16,6 +16,7 @@ def atomic_open(path: str, mode: str = "w"):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -46,6 +47,12 @@ def atomic_write_json(path: str, obj, indent=1):
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=indent, allow_nan=False)
         f.write("\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: str):
