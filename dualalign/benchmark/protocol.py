@@ -218,14 +218,11 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
     method, arm_opts = ARMS[arm]
     n = s.continue_iters
     period = max(1, n // 10)
-    common = s.opts + data["opts"] + [
-        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
-        "DUALALIGN.DATASETS.SPLIT_SEED", str(split),
-        "MODEL.RESNETS.NORM", "FrozenBN",
-    ]  # fmt: skip
     # The last ``score_checkpoints`` evaluations happen in the run (one every ``period``).
     first_eval = n - (s.score_checkpoints - 1) * period
-    opts = common + arm_opts + [
+    opts = s.opts + data["opts"] + arm_opts + [
+        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
+        "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "MODEL.RESNETS.NORM", "FrozenBN",
         "MODEL.WEIGHTS", checkpoint, "SEED", str(order),
         "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.continue_lr), "SOLVER.STEPS", "()",
         "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", str(n),
@@ -269,15 +266,14 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
 
 def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings) -> dict:
     """``summary.json``: gates, per fraction the arms' mean mAP and their paired differences."""
+    from ..evaluation.evaluator import DEFAULT_IOU_THRESHOLDS
     from ..evaluation.range_ap import coco_from_dict, evaluate_coco_range
 
     with open(test_json) as f:
         gt = json.load(f)
 
     def score(g, preds):
-        return evaluate_coco_range(coco_from_dict(g), preds, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])[
-            "mAP"
-        ]
+        return evaluate_coco_range(coco_from_dict(g), preds, DEFAULT_IOU_THRESHOLDS)["mAP"]
 
     out = {"gates": gates, "settings": asdict(s), "fractions": {}}
     for fraction in sorted({r["fraction"] for r in runs}):
