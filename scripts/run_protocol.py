@@ -5,13 +5,20 @@ paired differences with 95 % intervals.
     python scripts/run_protocol.py --jobs 2                       # synthetic, CPU defaults
     python scripts/run_protocol.py --arms supervised null_control dualalign csd mean_teacher
     python scripts/run_protocol.py --pilot                        # 3 pairs, gates reported only
+    python scripts/run_protocol.py --summarize-only               # the runs finished so far
 """
 
 import argparse
 import os
 import sys
 
-from dualalign.benchmark.protocol import ARMS, ProtocolSettings, prepare_synthetic, run_protocol
+from dualalign.benchmark.protocol import (
+    ARMS,
+    ProtocolSettings,
+    prepare_synthetic,
+    run_protocol,
+    summarize_finished,
+)
 
 
 def main(argv=None):
@@ -26,6 +33,11 @@ def main(argv=None):
     p.add_argument("--bootstrap-samples", type=int, default=ProtocolSettings.bootstrap_samples)
     p.add_argument("--jobs", type=int, default=1, help="cores are split between this many runs")
     p.add_argument("--pilot", action="store_true", help="3 pairs; continue past failed gates")
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="train nothing: summarise the runs finished so far (a protocol still running)",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config pairs for every run")
     args = p.parse_args(argv)
     s = ProtocolSettings(
@@ -39,7 +51,11 @@ def main(argv=None):
         ignore_gates=args.pilot,
         opts=ProtocolSettings().opts + list(args.opts),
     )
-    summary = run_protocol(s, prepare_synthetic(args.data_root), args.output)
+    data = prepare_synthetic(args.data_root)
+    if args.summarize_only:
+        summary = summarize_finished(s, data, args.output)
+    else:
+        summary = run_protocol(s, data, args.output)
     print(f"wrote {args.output}/summary.json, tables.md, paired_deltas.png")
     return 1 if summary["gates"]["messages"] and not args.pilot else 0
 

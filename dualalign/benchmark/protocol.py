@@ -3,8 +3,9 @@
 1. **Data.** The synthetic protocol set: a labelled pool of 120 patches (subsampled by the
    labelled fraction and the split seed), 960 unlabelled patches whose true boxes are kept aside
    (``unlabeled_with_gt.json``, read by the diagnostics only), 60 val and 500 test patches.
-2. **Stage A**, a supervised burn-in per (fraction, split seed), evaluated on the *val* split
-   every fifth of its iterations.
+2. **Stage A**, a supervised burn-in per (fraction, split seed), its lr dropped tenfold at
+   ``burn_in_step`` of its iterations (before the last fifth, so that the plateau gate measures
+   the low-lr phase, not the drop), evaluated on the *val* split every tenth of its iterations.
 3. **Gates** on stage A's val curves, written to the summary: *plateau* (mAP moves by less than
    ``plateau_points`` over the last fifth of every burn-in) and *label-limited* (supervised at
    the largest fraction is at least ``label_gap_points`` above the smallest). A failed gate
@@ -43,8 +44,10 @@ __all__ = [
     "ProtocolSettings",
     "check_gates",
     "prepare_synthetic",
+    "burn_in_cells",
     "run_protocol",
     "summarize",
+    "summarize_finished",
 ]
 
 PROTOCOL_SIZES = dict(num_labeled=120, num_unlabeled=960, num_val=60, num_test=500)
@@ -73,6 +76,7 @@ class ProtocolSettings:
     suffix: str = "_R18_cpu"
     burn_in_iters: int = 1200
     burn_in_lr: float = 0.01
+    burn_in_step: float = 0.7  # the lr drop, as a fraction of stage A (before its last fifth)
     continue_iters: int = 500
     continue_lr: float = 0.001
     fractions: Sequence[float] = (0.25, 1.0)  # burn-ins (the gates compare them)
@@ -148,7 +152,7 @@ def _eval_history(metrics_file: str) -> List[tuple]:
 
 
 def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: str) -> dict:
-    """Stage A for one (fraction, split seed): supervised, evaluated on val every fifth."""
+    """Stage A for one (fraction, split seed): supervised, evaluated on val every tenth."""
     run_dir = os.path.join(out, "burn_in", f"f{fraction:g}_split{split}")
     result = os.path.join(run_dir, "result.json")
     if os.path.isfile(result):
@@ -160,8 +164,9 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
         "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
         "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "SEED", str(split),
         "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.burn_in_lr),
-        "SOLVER.STEPS", f"({int(n * 0.8)},)", "SOLVER.WARMUP_ITERS", str(min(100, n // 5)),
-        "SOLVER.CHECKPOINT_PERIOD", str(n), "TEST.EVAL_PERIOD", str(max(1, n // 5)),
+        "SOLVER.STEPS", f"({int(n * s.burn_in_step)},)",
+        "SOLVER.WARMUP_ITERS", str(min(100, n // 5)),
+        "SOLVER.CHECKPOINT_PERIOD", str(n), "TEST.EVAL_PERIOD", str(max(1, n // 10)),
     ]  # fmt: skip
     _train(_config(s, "supervised"), opts, run_dir, s.jobs)
     history = _eval_history(os.path.join(run_dir, "metrics.json"))
@@ -358,37 +363,91 @@ def plot_deltas(summary: dict, out_dir: str) -> None:
     plt.close(fig)
 
 
-def _parallel(jobs: int, calls: List[tuple]) -> list:
-    """``[f(*args) for f, args in calls]``, ``jobs`` at a time (each a train_net process)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda call: call[0](*call[1]), calls))
+def burn_in_cells(s: ProtocolSettings) -> List[tuple]:
+    """The (fraction, split seed) burn-ins: every split seed at the continued fractions, the
+    first only at the others, which serve the label-limited gate alone (at 100 % every split
+    seed selects the same images). Continued fractions first, so that stage B starts early."""
+    cont = [(f, split) for f in s.fractions if f in s.continue_fractions for split in s.split_seeds]
+    gate_only = [(f, s.split_seeds[0]) for f in s.fractions if f not in s.continue_fractions]
+    return cont + gate_only
 
 
 def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
-    """Stages A and B, gates and statistics; returns the summary (also written to disk)."""
+    """Stages A and B, gates and statistics; returns the summary (also written to disk).
+
+    ``s.jobs`` runs at a time. A continued fraction's stage B runs are queued as soon as its
+    burn-in ends, so they share the cores with the burn-ins still running; once every burn-in
+    has ended the gates are checked, and a failed gate (without ``ignore_gates``) cancels the
+    queued runs and reports no comparison.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     os.makedirs(out_dir, exist_ok=True)
-    cells = [(f, split) for f in s.fractions for split in s.split_seeds]
-    burn_ins = _parallel(s.jobs, [(burn_in, (s, data, f, split, out_dir)) for f, split in cells])
-    gates = check_gates(burn_ins, s)
-    runs = []
-    if gates["messages"] and not s.ignore_gates:
-        for message in gates["messages"]:
-            print(message, flush=True)
-    else:
-        gates["ignored"] = bool(gates["messages"])
-        todo = [
-            (continue_run, (s, data, arm, b["fraction"], b["split_seed"], order, b["checkpoint"],
-                            out_dir))
-            for b in burn_ins
-            if b["fraction"] in s.continue_fractions
-            for order in s.order_seeds
-            for arm in s.arms
-        ]  # fmt: skip
-        runs = _parallel(s.jobs, todo)
-    summary = summarize(runs, gates, data["test_json"], s)
+    cells = burn_in_cells(s)
+    burn_ins, runs, gates, stopped = [], [], None, False
+    with ThreadPoolExecutor(max_workers=max(1, s.jobs)) as pool:
+        pending = {pool.submit(burn_in, s, data, f, split, out_dir): "A" for f, split in cells}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                stage = pending.pop(fut)
+                if fut.cancelled():
+                    continue
+                if stage == "B":
+                    runs.append(fut.result())
+                    continue
+                b = fut.result()
+                burn_ins.append(b)
+                if b["fraction"] in s.continue_fractions and not stopped:
+                    for order in s.order_seeds:
+                        for arm in s.arms:
+                            args = (s, data, arm, b["fraction"], b["split_seed"], order,
+                                    b["checkpoint"], out_dir)  # fmt: skip
+                            pending[pool.submit(continue_run, *args)] = "B"
+                if len(burn_ins) == len(cells):
+                    gates = check_gates(burn_ins, s)
+                    if gates["messages"] and not s.ignore_gates:
+                        stopped = True
+                        for message in gates["messages"]:
+                            print(message, flush=True)
+                        for other in pending:
+                            other.cancel()
+    gates["ignored"] = bool(gates["messages"]) and not stopped
+    return write_summary(s, runs if not stopped else [], gates, data["test_json"], out_dir)
+
+
+def write_summary(s: ProtocolSettings, runs, gates, test_json: str, out_dir: str) -> dict:
+    """``summary.json``, ``tables.md`` and ``paired_deltas.png`` of ``runs`` under ``gates``."""
+    summary = summarize(runs, gates, test_json, s)
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
     write_tables(summary, out_dir)
     plot_deltas(summary, out_dir)
     return summary
+
+
+def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
+    """The summary of the runs finished so far (a protocol still running, or stopped early):
+    the burn-ins' gates if they have all ended, and every stage B run with a ``result.json``
+    among ``s``'s arms, seeds and fractions."""
+    burn_ins = []
+    for f, split in burn_in_cells(s):
+        path = os.path.join(out_dir, "burn_in", f"f{f:g}_split{split}", "result.json")
+        if os.path.isfile(path):
+            with open(path) as fh:
+                burn_ins.append(json.load(fh))
+    if len(burn_ins) == len(burn_in_cells(s)):
+        gates = check_gates(burn_ins, s)
+    else:
+        gates = {"messages": [f"only {len(burn_ins)} of {len(burn_in_cells(s))} burn-ins ended"]}
+    gates["ignored"] = bool(gates["messages"])
+    runs = []
+    for arm in s.arms:
+        for f in s.continue_fractions:
+            for split in s.split_seeds:
+                for order in s.order_seeds:
+                    name = f"{arm}_f{f:g}_split{split}_order{order}"
+                    path = os.path.join(out_dir, "runs", name, "result.json")
+                    if os.path.isfile(path):
+                        with open(path) as fh:
+                            runs.append(json.load(fh))
+    return write_summary(s, runs, gates, data["test_json"], out_dir)

@@ -6,7 +6,14 @@ import os
 
 import pytest
 
-from dualalign.benchmark.protocol import ProtocolSettings, check_gates, prepare_synthetic, run_protocol
+from dualalign.benchmark.protocol import (
+    ProtocolSettings,
+    burn_in_cells,
+    check_gates,
+    prepare_synthetic,
+    run_protocol,
+    summarize_finished,
+)
 
 
 def test_gates_on_stage_a_curves():
@@ -24,6 +31,11 @@ def test_gates_on_stage_a_curves():
     gates = check_gates(burn_ins, s)
     assert not gates["plateau"] and not gates["label_limited"]
     assert any("lengthen --burn-in-iters" in m for m in gates["messages"])
+
+
+def test_burn_in_cells_continued_fractions_first_and_gate_only_once():
+    s = ProtocolSettings(fractions=(0.25, 1.0), continue_fractions=(0.25,), split_seeds=(3, 5))
+    assert burn_in_cells(s) == [(0.25, 3), (0.25, 5), (1.0, 3)]
 
 
 @pytest.mark.slow
@@ -68,3 +80,5 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     assert any("grad/box_head/unsup_over_sup" in r for r in metrics)
     # Resumable: a second call reruns nothing and gives the same summary.
     assert run_protocol(s, data, str(out))["fractions"] == summary["fractions"]
+    # The runs finished so far summarise to the same comparison.
+    assert summarize_finished(s, data, str(out))["fractions"] == summary["fractions"]
