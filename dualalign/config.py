@@ -9,6 +9,7 @@ start-up with the key, the value and the allowed range.
 from detectron2.config import CfgNode as CN
 
 METHODS = ("supervised", "dualalign", "csd", "mean_teacher")
+PSEUDO_SOURCES = ("student", "teacher")
 READ_ERROR_MODES = ("skip", "strict")
 
 
@@ -37,6 +38,9 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.EMBED.HIDDEN_DIM = 512  # output size of W1 (channels)
     _C.DUALALIGN.EMBED.DIM = 128  # output size of W2, the metric-space dimension D
     _C.DUALALIGN.EMBED.NORMALIZE = True  # L2-normalise embeddings and proxies (METHOD_NOTES)
+    # Scale of the metric terms' gradient where it enters the box-head features H, which box
+    # regression reads too (1 = the paper; 0 = the metric terms train the projection head only).
+    _C.DUALALIGN.EMBED.GRAD_SCALE = 1.0
 
     # Class proxies p_c of Eq. 2-3.
     _C.DUALALIGN.PROXY = CN()
@@ -52,6 +56,16 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.PSEUDO.SCORE_THRESH = 0.5  # keep a proposal when its max fg softmax > this (paper)
     # Unlabelled proposals per image fed to the box head, highest objectness first.
     _C.DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE = 512
+    # Who labels the unlabelled proposals: "student" (this forward's classifier, Eq. 3 as
+    # printed) or "teacher" (an EMA teacher, DUALALIGN.TEACHER.*, on the weak view).
+    _C.DUALALIGN.PSEUDO.SOURCE = "student"
+    # Teacher detections (after NMS) above BOX_THRESH become pseudo-boxes, and the unlabelled
+    # proposals are sampled against them by IoU like labelled ones (needs SOURCE "teacher").
+    _C.DUALALIGN.PSEUDO.BOXES = False
+    _C.DUALALIGN.PSEUDO.BOX_THRESH = 0.7  # teacher score above which a detection is a box
+    # Classification loss loss_cls_u on the proposals sampled against pseudo-boxes (needs
+    # BOXES); weighted by lambda(t) like the metric terms.
+    _C.DUALALIGN.PSEUDO.CLS_LOSS = False
 
     # Prototype alignment, Eq. 5-8.
     _C.DUALALIGN.PROTO = CN()
@@ -95,6 +109,17 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.AUG.SATURATION = 0.2  # saturation scale drawn from [1 - s, 1 + s]
     _C.DUALALIGN.AUG.HUE = 0.02  # hue shift drawn from [-h, h], in fractions of a full turn
 
+    # The student's strong view of the unlabelled images (teacher pipeline; geometry unchanged).
+    _C.DUALALIGN.STRONG_AUG = CN()
+    _C.DUALALIGN.STRONG_AUG.ENABLED = False  # needs DUALALIGN.PSEUDO.SOURCE "teacher"
+    _C.DUALALIGN.STRONG_AUG.BRIGHTNESS = 0.4  # intensity scale drawn from [1 - b, 1 + b]
+    _C.DUALALIGN.STRONG_AUG.CONTRAST = 0.4  # contrast scale drawn from [1 - c, 1 + c]
+    _C.DUALALIGN.STRONG_AUG.SATURATION = 0.4  # saturation blend drawn from [1 - s, 1 + s]
+    _C.DUALALIGN.STRONG_AUG.BLUR_PROB = 0.5  # probability of a Gaussian blur
+    _C.DUALALIGN.STRONG_AUG.BLUR_SIGMA = 2.0  # its sigma drawn from [0.1, this], in pixels
+    _C.DUALALIGN.STRONG_AUG.CUTOUT_NUM = 3  # rectangles filled with the image mean
+    _C.DUALALIGN.STRONG_AUG.CUTOUT_FRAC = 0.15  # their side, as a fraction of the image side
+
     # Evaluation: COCO-style AP averaged over this IoU grid (the paper's AP10..AP70).
     _C.DUALALIGN.EVAL = CN()
     _C.DUALALIGN.EVAL.IOU_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -136,7 +161,8 @@ def add_dualalign_config(cfg):
     # Sigmoid ramp-up length in iterations, counted from DUALALIGN.TEACHER.START_ITER.
     _C.DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS = 2000
 
-    # EMA teacher of the teacher-based methods (Mean Teacher).
+    # EMA teacher of the teacher-based methods (Mean Teacher; dual alignment with
+    # DUALALIGN.PSEUDO.SOURCE "teacher").
     _C.DUALALIGN.TEACHER = CN()
     # Iteration at which the teacher becomes a copy of the student (0: of the network as built
     # and loaded, e.g. the MODEL.WEIGHTS checkpoint); before it no unsupervised term, no EMA.
@@ -173,6 +199,37 @@ def validate_dualalign_config(cfg):
             d.PSEUDO.PROPOSALS_PER_IMAGE > 0,
             "> 0",
         ),
+        (
+            "DUALALIGN.PSEUDO.SOURCE",
+            d.PSEUDO.SOURCE,
+            d.PSEUDO.SOURCE in PSEUDO_SOURCES,
+            " | ".join(PSEUDO_SOURCES),
+        ),
+        (
+            "DUALALIGN.PSEUDO.BOXES",
+            d.PSEUDO.BOXES,
+            not d.PSEUDO.BOXES or d.PSEUDO.SOURCE == "teacher",
+            "True only with DUALALIGN.PSEUDO.SOURCE teacher",
+        ),
+        (
+            "DUALALIGN.PSEUDO.BOX_THRESH",
+            d.PSEUDO.BOX_THRESH,
+            0 <= d.PSEUDO.BOX_THRESH < 1,
+            "0 <= value < 1",
+        ),
+        (
+            "DUALALIGN.PSEUDO.CLS_LOSS",
+            d.PSEUDO.CLS_LOSS,
+            not d.PSEUDO.CLS_LOSS or d.PSEUDO.BOXES,
+            "True only with DUALALIGN.PSEUDO.BOXES True",
+        ),
+        (
+            "DUALALIGN.STRONG_AUG.ENABLED",
+            d.STRONG_AUG.ENABLED,
+            not d.STRONG_AUG.ENABLED or d.PSEUDO.SOURCE == "teacher",
+            "True only with DUALALIGN.PSEUDO.SOURCE teacher",
+        ),
+        ("DUALALIGN.EMBED.GRAD_SCALE", d.EMBED.GRAD_SCALE, d.EMBED.GRAD_SCALE >= 0, ">= 0"),
         ("DUALALIGN.PROTO.MARGIN", d.PROTO.MARGIN, d.PROTO.MARGIN > 0, "> 0"),
         ("DUALALIGN.MEMORY.SIZE", d.MEMORY.SIZE, d.MEMORY.SIZE > 0, "> 0 (rows)"),
         (

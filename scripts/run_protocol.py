@@ -6,6 +6,8 @@ paired differences with 95 % intervals.
     python scripts/run_protocol.py --arms supervised null_control dualalign csd mean_teacher
     python scripts/run_protocol.py --pilot                        # 3 pairs, gates reported only
     python scripts/run_protocol.py --summarize-only               # the runs finished so far
+    python scripts/run_protocol.py --select-on-val --arms supervised dualalign_teacher \
+        --tag box0.8 DUALALIGN.PSEUDO.BOX_THRESH 0.8              # a val search point
 """
 
 import argparse
@@ -34,6 +36,12 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=1, help="cores are split between this many runs")
     p.add_argument("--pilot", action="store_true", help="3 pairs; continue past failed gates")
     p.add_argument(
+        "--select-on-val",
+        action="store_true",
+        help="score stage B on the val split (a hyper-parameter search; never reads test)",
+    )
+    p.add_argument("--tag", default="", help="names a search point (its runs and summary)")
+    p.add_argument(
         "--summarize-only",
         action="store_true",
         help="train nothing: summarise the runs finished so far (a protocol still running)",
@@ -50,6 +58,8 @@ def main(argv=None):
         jobs=args.jobs,
         ignore_gates=args.pilot,
         opts=ProtocolSettings().opts + list(args.opts),
+        score_split="val" if args.select_on_val else "test",
+        tag=args.tag,
     )
     data = prepare_synthetic(args.data_root)
     if args.summarize_only:

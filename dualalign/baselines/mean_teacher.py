@@ -88,15 +88,7 @@ class MeanTeacherRCNN(SemiSupervisedRCNN):
         )
         logits_s, _ = box_head_outputs(self.roi_heads, features_s, boxes)
         boxes_t = mirror(boxes, image_widths(images_s), flips)  # back to the teacher's view
-        logits_t = self._teacher_logits(unlabeled, boxes_t)
+        logits_t = self.teacher_logits(self.preprocess_image(unlabeled), boxes_t)
         cons = softmax_mse(logits_s, logits_t)
         losses["loss_mt_cons"] = cons.mean() if len(cons) else zero_with_graph(logits_s)
         return losses
-
-    @torch.no_grad()
-    def _teacher_logits(self, inputs: List[dict], boxes: List[torch.Tensor]) -> torch.Tensor:
-        """The teacher's class logits of ``boxes`` on the images as given (no gradient)."""
-        images = self.preprocess_image(inputs)
-        features = self.teacher["backbone"](images.tensor)
-        logits, _ = box_head_outputs(self.teacher["roi_heads"], features, boxes)
-        return logits

@@ -3,7 +3,8 @@
 Training step time and peak memory on one fixed batch, for (a) supervised on the labelled
 images, (b) supervised fed the same labelled + unlabelled images (the unlabelled half forwarded
 through backbone, RPN and box head, no loss on it; also (b0), the unlabelled half through the
-backbone only), (c) dual alignment, (d) CSD and (e) Mean Teacher; inference throughput of a
+backbone only), (c) dual alignment, (d) CSD, (e) Mean Teacher, (f) self-training and (g) dual
+alignment on the teacher pipeline (pseudo-boxes, strong view); inference throughput of a
 dual-align checkpoint vs the plain detector with the same weights (patches and tiles of a large
 image); evaluator time on 10k patches; paired-loader throughput with the real augmentations vs
 what a training step consumes.

@@ -19,6 +19,9 @@
    order seed) pairs with a Student-t 95 % interval, and a bootstrap interval over test images
    for the first pair (:mod:`.paired`).
 
+Hyper-parameters of an arm are chosen with ``score_split="val"`` (``--select-on-val``): stage B
+is then scored on the val split, in ``val_runs/`` and ``val_search/``, from the same burn-ins.
+
 Everything is resumable: a run with ``result.json`` is skipped. Outputs under
 ``<output>/protocol/<dataset>/``: ``summary.json``, ``tables.md``, ``paired_deltas.png`` and
 ``runs/``.
@@ -55,8 +58,17 @@ TERMS_OFF = [
     "DUALALIGN.LOSS.PML_LABELED", "False", "DUALALIGN.LOSS.PML_UNLABELED", "False",
     "DUALALIGN.LOSS.PMB_LABELED", "False", "DUALALIGN.LOSS.PMB_UNLABELED", "False",
 ]  # fmt: skip
+# The teacher pipeline's switches on their own (values before any val search: see
+# docs/METHOD_NOTES.md). ProxyNCA++'s temperature is 1/9 on squared distances.
+TEMPERED = [
+    "DUALALIGN.PROXY.TEMPERATURE", "0.111", "DUALALIGN.PROXY.SQUARED_DISTANCE", "True",
+    "DUALALIGN.PROXY.INCLUDE_POSITIVE", "True",
+]  # fmt: skip
+GRAD_SCALE = ["DUALALIGN.EMBED.GRAD_SCALE", "0.1"]
+TEACHER = ["DUALALIGN.PSEUDO.SOURCE", "teacher"]
 # arm: (method config, extra opts). The null control forwards the unlabelled half with every
-# unsupervised term off: under frozen BN it must match supervised-continue.
+# unsupervised term off: under frozen BN it must match supervised-continue. Teachers start as
+# the burn-in checkpoint (START_ITER 0 with MODEL.WEIGHTS).
 ARMS = {
     "supervised": ("supervised", []),
     "null_control": ("dualalign", TERMS_OFF),
@@ -65,6 +77,15 @@ ARMS = {
     "dualalign_noproposal": ("dualalign_noproposal", []),
     "csd": ("csd", []),
     "mean_teacher": ("mean_teacher", ["DUALALIGN.TEACHER.START_ITER", "0"]),
+    # the teacher pipeline (issue: make the unlabelled data pay off)
+    "self_training": ("self_training", []),
+    "dualalign_teacher": ("dualalign_teacher", []),
+    "switch_teacher_source": ("dualalign", TEACHER),
+    "switch_pseudo_boxes": ("dualalign", TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True"]),
+    "switch_strong_view": ("dualalign", TEACHER + ["DUALALIGN.STRONG_AUG.ENABLED", "True"]),
+    "switch_tempered": ("dualalign", TEMPERED),
+    "switch_grad_scale": ("dualalign", GRAD_SCALE),
+    "dualalign_all": ("dualalign_teacher", TEMPERED + GRAD_SCALE),
 }
 
 
@@ -92,6 +113,35 @@ class ProtocolSettings:
     diagnostics: bool = True  # stage B logs pseudo-label quality and gradient-norm ratios
     score_checkpoints: int = 3  # a run's score: the mean of its last this many test evaluations
     opts: List[str] = field(default_factory=lambda: ["MODEL.DEVICE", "cpu"])
+    # "test": stage B is scored on the test split (a finished configuration, once); "val": on
+    # the val split, for choosing an arm's hyper-parameters (runs in val_runs/, summary in
+    # val_search/; the test split is never read).
+    score_split: str = "test"
+    tag: str = ""  # a search point's name: runs <arm>_..._<tag>, summary val_search/<tag>
+
+
+def _runs_dir(s: ProtocolSettings, out: str) -> str:
+    return os.path.join(out, "runs" if s.score_split == "test" else "val_runs")
+
+
+def _summary_dir(s: ProtocolSettings, out: str) -> str:
+    return out if s.score_split == "test" else os.path.join(out, "val_search", s.tag or "default")
+
+
+def _run_name(s: ProtocolSettings, arm: str, fraction: float, split: int, order: int) -> str:
+    return f"{arm}_f{fraction:g}_split{split}_order{order}" + (f"_{s.tag}" if s.tag else "")
+
+
+def _scored_data(s: ProtocolSettings, data: dict) -> dict:
+    """``data`` as stage B sees it: with ``score_split`` "val" its evaluations (and the
+    summary's bootstrap) read the val split in place of the test split."""
+    if s.score_split == "test":
+        return data
+    if s.score_split != "val":
+        raise ValueError(f"score_split = {s.score_split!r}; allowed: test | val")
+    out = dict(data, test_name=data["val_name"], test_json=data["val_json"])
+    out["opts"] = data["opts"] + ["DATASETS.TEST", f"('{data['val_name']}',)"]
+    return out
 
 
 def prepare_synthetic(root: str, label: str = "protocol", **sizes) -> dict:
@@ -121,6 +171,7 @@ def prepare_synthetic(root: str, label: str = "protocol", **sizes) -> dict:
         "val_name": f"{label}_val",
         "test_name": f"{label}_test",
         "test_json": paths["test"],
+        "val_json": paths["val"],
         "pool_truth_name": f"{label}_pool_truth",
     }
 
@@ -215,7 +266,7 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
 
 def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
     """Stage B: ``arm`` continued from a burn-in; scored by its last checkpoints."""
-    run_dir = os.path.join(out, "runs", f"{arm}_f{fraction:g}_split{split}_order{order}")
+    run_dir = os.path.join(_runs_dir(s, out), _run_name(s, arm, fraction, split, order))
     result = os.path.join(run_dir, "result.json")
     if os.path.isfile(result):
         with open(result) as f:
@@ -383,6 +434,7 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     os.makedirs(out_dir, exist_ok=True)
+    data_b = _scored_data(s, data)
     cells = burn_in_cells(s)
     burn_ins, runs, gates, stopped = [], [], None, False
     with ThreadPoolExecutor(max_workers=max(1, s.jobs)) as pool:
@@ -401,7 +453,7 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
                 if b["fraction"] in s.continue_fractions and not stopped:
                     for order in s.order_seeds:
                         for arm in s.arms:
-                            args = (s, data, arm, b["fraction"], b["split_seed"], order,
+                            args = (s, data_b, arm, b["fraction"], b["split_seed"], order,
                                     b["checkpoint"], out_dir)  # fmt: skip
                             pending[pool.submit(continue_run, *args)] = "B"
                 if len(burn_ins) == len(cells):
@@ -413,12 +465,14 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
                         for other in pending:
                             other.cancel()
     gates["ignored"] = bool(gates["messages"]) and not stopped
-    return write_summary(s, runs if not stopped else [], gates, data["test_json"], out_dir)
+    return write_summary(s, runs if not stopped else [], gates, data_b["test_json"], out_dir)
 
 
 def write_summary(s: ProtocolSettings, runs, gates, test_json: str, out_dir: str) -> dict:
     """``summary.json``, ``tables.md`` and ``paired_deltas.png`` of ``runs`` under ``gates``."""
     summary = summarize(runs, gates, test_json, s)
+    out_dir = _summary_dir(s, out_dir)
+    os.makedirs(out_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
     write_tables(summary, out_dir)
     plot_deltas(summary, out_dir)
@@ -445,9 +499,9 @@ def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
         for f in s.continue_fractions:
             for split in s.split_seeds:
                 for order in s.order_seeds:
-                    name = f"{arm}_f{f:g}_split{split}_order{order}"
-                    path = os.path.join(out_dir, "runs", name, "result.json")
+                    name = _run_name(s, arm, f, split, order)
+                    path = os.path.join(_runs_dir(s, out_dir), name, "result.json")
                     if os.path.isfile(path):
                         with open(path) as fh:
                             runs.append(json.load(fh))
-    return write_summary(s, runs, gates, data["test_json"], out_dir)
+    return write_summary(s, runs, gates, _scored_data(s, data)["test_json"], out_dir)

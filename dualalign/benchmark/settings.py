@@ -1,7 +1,7 @@
 """The settings the speed benchmark runs at: sizes, the steps it compares, and their configs.
 
 Two sizes: ``quick`` (CPU, R-18 at 256 px, 2 + 2 images) and ``paper`` (R-101-FPN at 1200 px,
-4 + 4 images, from random init). The steps (a) to (e) are defined in :data:`STEP_KEYS`.
+4 + 4 images, from random init). The steps (a) to (g) are defined in :data:`STEP_KEYS`.
 """
 
 import os
@@ -22,6 +22,10 @@ STEP_KEYS = {
     "c_dualalign": ("dualalign", True, None),
     "d_csd": ("csd", True, None),
     "e_mean_teacher": ("mean_teacher", True, None),
+    # The teacher pipeline: pseudo-boxes of the EMA teacher, strong view, loss_cls_u; with and
+    # without the metric terms.
+    "f_self_training": ("self_training", True, None),
+    "g_dualalign_teacher": ("dualalign_teacher", True, None),
 }
 
 # The two sizes bench.py runs at. warmup / repeats / rounds / large are defaults that the flags
@@ -106,6 +110,9 @@ def cfg_for(s: dict, method: str):
         # Worst case for dual alignment: every unlabelled proposal is
         # pseudo-labelled (a random-init model scores none above 0.5).
         "DUALALIGN.PSEUDO.SCORE_THRESH",
+        "0.0",
+        # Likewise every teacher detection is a pseudo-box (the teacher pipeline's worst case).
+        "DUALALIGN.PSEUDO.BOX_THRESH",
         "0.0",
     ]
     if method == "same_images":

@@ -11,6 +11,9 @@ HEADLINE_STEPS = {
     "step_ratio_vs_supervised_same_images": ("c_dualalign", "b_supervised_same_images"),
     "step_ratio_vs_mean_teacher": ("c_dualalign", "e_mean_teacher"),
     "step_ratio_vs_backbone_only_same_images": ("c_dualalign", "b0_backbone_only_same_images"),
+    # the teacher pipeline's switches together, against the paper's method (target <= 1.3)
+    "teacher_pipeline_step_ratio_vs_dualalign": ("g_dualalign_teacher", "c_dualalign"),
+    "self_training_step_ratio_vs_dualalign": ("f_self_training", "c_dualalign"),
     "step_ratio_vs_supervised_same_images_amp": (
         "c_dualalign_amp",
         "b_supervised_same_images_amp",

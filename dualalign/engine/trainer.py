@@ -180,9 +180,9 @@ class Trainer(DefaultTrainer):
         """Precision / recall of the model's pseudo labels on ``DIAGNOSTICS.PSEUDO_DATASET``
         (the unlabelled pool with its hidden truth), logged as ``pseudo_quality/*``."""
         name = cfg.DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET
-        evaluator = PseudoLabelQualityEvaluator(
-            name, cfg.DUALALIGN.PSEUDO.SCORE_THRESH, cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        )
+        p = cfg.DUALALIGN.PSEUDO
+        thresh = p.BOX_THRESH if p.BOXES else p.SCORE_THRESH  # the method's threshold
+        evaluator = PseudoLabelQualityEvaluator(name, thresh, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         return inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
 
     @classmethod

@@ -41,6 +41,7 @@ def dual_alignment_losses(
     switches: Dict[str, bool],
     labeled_background: Optional[MetricBatch] = None,
     proxy_options: Optional[Dict[str, object]] = None,
+    unlabeled_background: Optional[MetricBatch] = None,
 ) -> Dict[str, torch.Tensor]:
     """The bracket of Eq. 9: ``L_pml + L'_pml + L_pmb + L'_pmb``, each term under its own name.
 
@@ -55,6 +56,8 @@ def dual_alignment_losses(
         switches: ``{loss_name: enabled}`` for the names in ``LOSS_NAMES``.
         labeled_background: embeddings of labelled background proposals with label C, added to
             the proxy term when a background proxy exists (C == 1 needs one).
+        unlabeled_background: background embeddings of unlabelled proposals sampled against
+            pseudo-boxes (label C), added to the unlabelled proxy term likewise.
         proxy_options: keyword arguments of :func:`proxy_loss` (temperature, squared,
             include_positive); none is Eq. 2 as printed.
 
@@ -70,7 +73,11 @@ def dual_alignment_losses(
             y = torch.cat([y, labeled_background.y])
         losses["loss_pml_l"] = proxy_loss(x, y, proxies(False), **opts)  # Eq. 2
     if unlabeled is not None and switches.get("loss_pml_u", True):
-        losses["loss_pml_u"] = proxy_loss(unlabeled.x, unlabeled.y, proxies(True), **opts)  # Eq. 3
+        x, y = unlabeled.x, unlabeled.y
+        if unlabeled_background is not None:
+            x = torch.cat([x, unlabeled_background.x])
+            y = torch.cat([y, unlabeled_background.y])
+        losses["loss_pml_u"] = proxy_loss(x, y, proxies(True), **opts)  # Eq. 3
     sides = [("loss_pmb_l", labeled), ("loss_pmb_u", unlabeled)]
     for name, side in sides:
         if side is None or not switches.get(name, True):

@@ -1,7 +1,8 @@
 """``DualAlignRCNN``: GeneralizedRCNN that also takes an unlabelled batch in training."""
 
-from typing import List
+from typing import List, Optional
 
+from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from .detector_steps import (
@@ -11,7 +12,9 @@ from .detector_steps import (
     supervised_losses_and_extra_features,
 )
 from .dual_alignment import LOSS_NAMES
+from .pseudo_boxes import pseudo_box_targets
 from .semi_rcnn import SemiSupervisedRCNN
+from .strong_view import StrongViewSettings, strong_views
 
 
 @META_ARCH_REGISTRY.register()
@@ -23,14 +26,49 @@ class DualAlignRCNN(SemiSupervisedRCNN):
     the terms named in ``semi_loss_names`` by :meth:`semi_loss_weight` (lambda(t) of Eq. 9:
     ``DUALALIGN.LOSS_WEIGHT`` and ``DUALALIGN.RAMPUP_ITERS``). At inference (and with no
     unlabelled batch) it is exactly ``GeneralizedRCNN``.
+
+    The teacher pipeline (opt-in; the paper's configs keep the paper's step):
+
+    * ``DUALALIGN.PSEUDO.SOURCE teacher``: an EMA teacher (``DUALALIGN.TEACHER.*``) labels the
+      unlabelled images as the loader gives them (the weak view); its class logits of the
+      student's top proposals give the pseudo-labels and their scores q_i.
+    * ``DUALALIGN.PSEUDO.BOXES``: instead, the teacher's detections above
+      ``DUALALIGN.PSEUDO.BOX_THRESH`` are pseudo-boxes (:mod:`.pseudo_boxes`) against which the
+      ROI heads sample the unlabelled proposals; ``DUALALIGN.PSEUDO.CLS_LOSS`` adds the
+      classification loss ``loss_cls_u`` on them (with every metric term off, this is the
+      self-training baseline).
+    * ``DUALALIGN.STRONG_AUG.ENABLED``: the student sees a strong view of the unlabelled images
+      (:mod:`.strong_view`; the geometry is unchanged, so the teacher's boxes apply as they are).
     """
 
-    semi_loss_names = LOSS_NAMES
+    semi_loss_names = LOSS_NAMES + ("loss_cls_u",)
+
+    @configurable
+    def __init__(
+        self,
+        *args,
+        pseudo_boxes: bool = False,
+        box_thresh: float = 0.7,
+        strong_view: Optional[StrongViewSettings] = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.pseudo_boxes = pseudo_boxes
+        self.box_thresh = box_thresh
+        self.strong_view = strong_view
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        ret.update(weight=cfg.DUALALIGN.LOSS_WEIGHT, rampup_iters=cfg.DUALALIGN.RAMPUP_ITERS)
+        d = cfg.DUALALIGN
+        ret.update(
+            weight=d.LOSS_WEIGHT,
+            rampup_iters=d.RAMPUP_ITERS,
+            use_teacher=d.PSEUDO.SOURCE == "teacher",
+            pseudo_boxes=d.PSEUDO.BOXES,
+            box_thresh=d.PSEUDO.BOX_THRESH,
+            strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
+        )
         return ret
 
     def semi_forward(self, labeled: List[dict], unlabeled: List[dict]):
@@ -39,16 +77,30 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             losses, _, _ = supervised_losses_and_extra_features(self, labeled, unlabeled)
             return losses
         n = len(labeled)
-        images, features, gt_instances = joint_backbone(self, labeled, unlabeled)
+        student_view = strong_views(unlabeled, self.strong_view) if self.strong_view else unlabeled
+        images, features, gt_instances = joint_backbone(self, labeled, student_view)
         images_l, features_l = slice_batch(images, features, 0, n)
         images_u, features_u = slice_batch(images, features, n, len(images))
         proposals_l, losses = self.proposal_generator(images_l, features_l, gt_instances)
         proposals_u = proposals_without_loss(self.proposal_generator, images_u, features_u)
+        teacher = self.teacher is not None
+        pseudo = self._teacher_pseudo_labels(unlabeled, proposals_u) if teacher else {}
         _, detector_losses = self.roi_heads(
-            images, features, proposals_l, gt_instances, unlabeled_proposals=proposals_u
+            images, features, proposals_l, gt_instances, unlabeled_proposals=proposals_u, **pseudo
         )
         losses.update(detector_losses)
         return losses
+
+    def _teacher_pseudo_labels(self, unlabeled: List[dict], proposals_u) -> dict:
+        """The teacher's pseudo-labels of the weak view, as keyword arguments of the ROI heads:
+        pseudo-boxes, or its class logits of the student's top proposals."""
+        images_w = self.preprocess_image(unlabeled)
+        if self.pseudo_boxes:
+            detections = self.teacher_detections(images_w)
+            return {"unlabeled_targets": pseudo_box_targets(detections, self.box_thresh)}
+        k = self.roi_heads.unlabeled_proposals_per_image
+        boxes = [p.proposal_boxes.tensor[:k] for p in proposals_u]
+        return {"unlabeled_logits": self.teacher_logits(images_w, boxes)}
 
     def after_step(self):
         """Post-optimizer-step update: push this step's labelled prototypes into the bank."""

@@ -13,6 +13,9 @@ from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import ImageList, Instances
 
+import torch.nn.functional as F
+
+from ..utils.graph import scale_gradient, zero_with_graph
 from .dual_alignment import LOSS_NAMES, MetricBatch, dual_alignment_losses
 from .memory_bank import PrototypeMemoryBank
 from .metric_losses import class_prototypes
@@ -26,7 +29,21 @@ class DualAlignROIHeads(StandardROIHeads):
 
     Training inputs: ``features`` cover the labelled images first and the unlabelled images
     after them; ``proposals`` are the labelled images' RPN proposals and ``unlabeled_proposals``
-    the unlabelled images' ones (sorted by objectness, as the RPN returns them).
+    the unlabelled images' ones (sorted by objectness, as the RPN returns them). Where the
+    unlabelled pseudo-labels come from:
+
+    * the paper (neither of the two below): the top ``unlabeled_proposals_per_image``
+      proposals, labelled by this forward's own classifier (Eq. 3);
+    * ``unlabeled_logits`` (``DUALALIGN.PSEUDO.SOURCE teacher``): the same proposals, labelled
+      by the teacher's class logits of them;
+    * ``unlabeled_targets`` (``DUALALIGN.PSEUDO.BOXES``): pseudo ground-truth boxes
+      (:mod:`.pseudo_boxes`); the unlabelled proposals are matched and sampled against them
+      like the labelled ones, foreground rows enter the metric terms with the matched box's
+      class and score, background rows the background proxy's term when there is one, and with
+      ``cls_loss_unlabeled`` the classifier gets ``loss_cls_u`` on every sampled row.
+
+    ``embed_grad_scale`` scales the metric terms' gradient where it enters the box-head features
+    H (the features box regression reads too); 1 is the paper.
     """
 
     @configurable
@@ -41,6 +58,8 @@ class DualAlignROIHeads(StandardROIHeads):
         margin: float,
         loss_switches: Dict[str, bool],
         proxy_options: Optional[Dict[str, object]] = None,
+        cls_loss_unlabeled: bool = False,
+        embed_grad_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -54,6 +73,8 @@ class DualAlignROIHeads(StandardROIHeads):
         self.margin = margin
         self.loss_switches = loss_switches
         self.proxy_options = dict(proxy_options or {})
+        self.cls_loss_unlabeled = cls_loss_unlabeled
+        self.embed_grad_scale = embed_grad_scale
         if not (loss_switches["loss_pml_l"] or loss_switches["loss_pml_u"]):
             # Without proposal alignment nothing reads the proxies: freeze them, so DDP does not
             # wait for their gradient (and the optimizer leaves them untouched).
@@ -87,6 +108,8 @@ class DualAlignROIHeads(StandardROIHeads):
             "squared": d.PROXY.SQUARED_DISTANCE,
             "include_positive": d.PROXY.INCLUDE_POSITIVE,
         }
+        ret["cls_loss_unlabeled"] = d.PSEUDO.CLS_LOSS
+        ret["embed_grad_scale"] = d.EMBED.GRAD_SCALE
         ret["loss_switches"] = {
             "loss_pml_l": d.LOSS.PML_LABELED,
             "loss_pml_u": d.LOSS.PML_UNLABELED,
@@ -98,7 +121,12 @@ class DualAlignROIHeads(StandardROIHeads):
     @property
     def uses_unlabeled(self) -> bool:
         """Whether any enabled term reads unlabelled proposals."""
-        return self.loss_switches["loss_pml_u"] or self.loss_switches["loss_pmb_u"]
+        s = self.loss_switches
+        return s["loss_pml_u"] or s["loss_pmb_u"] or self.cls_loss_unlabeled
+
+    def embed(self, box_features: torch.Tensor) -> torch.Tensor:
+        """x of Eq. 1 from H, the metric gradient into H scaled by ``embed_grad_scale``."""
+        return self.projection_head(scale_gradient(box_features, self.embed_grad_scale))
 
     def forward(
         self,
@@ -107,46 +135,86 @@ class DualAlignROIHeads(StandardROIHeads):
         proposals: List[Instances],
         targets: Optional[List[Instances]] = None,
         unlabeled_proposals: Optional[List[Instances]] = None,
+        unlabeled_targets: Optional[List[Instances]] = None,
+        unlabeled_logits: Optional[torch.Tensor] = None,
     ):
         if not self.training:
             return super().forward(images, features, proposals, targets)
         assert targets, "'targets' argument is required during training"
-        proposals = self.label_and_sample_proposals(proposals, targets)
         if not self.uses_unlabeled:
             unlabeled_proposals = None
+        n_img = len(proposals)
+        if unlabeled_proposals is not None and unlabeled_targets is not None:
+            # Pseudo-boxes: both sides matched and sampled in one call (its logged fg / bg
+            # counts are then over both).
+            sampled = self.label_and_sample_proposals(
+                list(proposals) + list(unlabeled_proposals), list(targets) + list(unlabeled_targets)
+            )
+            proposals, unlabeled_proposals = sampled[:n_img], sampled[n_img:]
+        else:
+            proposals = self.label_and_sample_proposals(proposals, targets)
+            if unlabeled_proposals is not None:
+                k = self.unlabeled_proposals_per_image
+                unlabeled_proposals = [p[:k] for p in unlabeled_proposals]
         boxes = [p.proposal_boxes for p in proposals]
         if unlabeled_proposals is not None:
-            k = self.unlabeled_proposals_per_image
-            boxes += [p.proposal_boxes[:k] for p in unlabeled_proposals]
+            boxes += [p.proposal_boxes for p in unlabeled_proposals]
         box_features = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         box_features = self.box_head(box_features)  # H, the proposal features of Eq. 1
         class_logits, deltas = self.box_predictor(box_features)
         n_l = sum(len(p) for p in proposals)
         losses = self.box_predictor.losses((class_logits[:n_l], deltas[:n_l]), proposals)
+        unlabeled = background_u = None
+        if unlabeled_proposals is not None:
+            h_u, logits_u = box_features[n_l:], class_logits[n_l:]
+            if unlabeled_targets is not None:
+                unlabeled, background_u = self._pseudo_box_batches(h_u, unlabeled_proposals)
+                if self.cls_loss_unlabeled:
+                    y = torch.cat([p.gt_classes for p in unlabeled_proposals])
+                    losses["loss_cls_u"] = (
+                        F.cross_entropy(logits_u, y) if len(y) else zero_with_graph(logits_u)
+                    )
+            else:
+                source = logits_u.detach() if unlabeled_logits is None else unlabeled_logits
+                keep, y_u, q_u = pseudo_label(source, self.pseudo_score_thresh)
+                unlabeled = MetricBatch(self.embed(h_u[keep]), y_u, q_u)
         losses.update(
-            self._metric_losses(box_features, class_logits, n_l, proposals, unlabeled_proposals)
-        )
+            self._metric_losses(box_features[:n_l], class_logits[:n_l], proposals, unlabeled,
+                                background_u)
+        )  # fmt: skip
         return proposals, losses
 
-    def _metric_losses(self, box_features, class_logits, n_l, proposals, unlabeled_proposals):
+    def _pseudo_box_batches(self, h_u: torch.Tensor, sampled: List[Instances]):
+        """Foreground and background metric batches of unlabelled proposals sampled against
+        pseudo-boxes: class and confidence q of a foreground row are its matched box's."""
+        y = torch.cat([p.gt_classes for p in sampled])
+        scores = [
+            p.gt_scores if p.has("gt_scores") else h_u.new_zeros(len(p)) for p in sampled
+        ]  # an image without pseudo-boxes has background rows only
+        q = torch.cat(scores) if scores else h_u.new_zeros(0)
+        fg = y < self.num_classes
+        if not self.loss_switches["loss_pml_u"] and not self.loss_switches["loss_pmb_u"]:
+            return None, None  # the classification loss alone reads these rows
+        unlabeled = MetricBatch(self.embed(h_u[fg]), y[fg], q[fg])
+        background = None
+        if self.proxies.background_index is not None:
+            x_bg = self.embed(h_u[~fg])
+            background = MetricBatch(x_bg, y[~fg], x_bg.new_ones(len(x_bg)))
+        return unlabeled, background
+
+    def _metric_losses(self, h_l, class_logits_l, proposals, unlabeled, background_u):
         num_classes = self.num_classes
         gt_classes = torch.cat([p.gt_classes for p in proposals])
         fg = (gt_classes >= 0) & (gt_classes < num_classes)
         y_l = gt_classes[fg]
         labeled = MetricBatch(
-            self.projection_head(box_features[:n_l][fg]),
-            y_l,
-            gt_class_scores(class_logits[:n_l][fg], y_l),
+            self.embed(h_l[fg]), y_l, gt_class_scores(class_logits_l[fg], y_l)
         )
         background = None
         if self.proxies.background_index is not None:
             bg = gt_classes == num_classes
-            x_bg = self.projection_head(box_features[:n_l][bg])
+            x_bg = self.embed(h_l[bg])
             background = MetricBatch(x_bg, gt_classes[bg], x_bg.new_ones(len(x_bg)))
-        unlabeled = None
-        if unlabeled_proposals is not None:
-            keep, y_u, q_u = pseudo_label(class_logits[n_l:].detach(), self.pseudo_score_thresh)
-            unlabeled = MetricBatch(self.projection_head(box_features[n_l:][keep]), y_u, q_u)
         bank_means, bank_present = self.memory_bank.class_means()
         losses = dual_alignment_losses(
             labeled,
@@ -159,6 +227,7 @@ class DualAlignROIHeads(StandardROIHeads):
             self.loss_switches,
             labeled_background=background,
             proxy_options=self.proxy_options,
+            unlabeled_background=background_u,
         )
         # P_gg of this step, pushed into the bank by the trainer after the optimizer step.
         p_gg, present = class_prototypes(labeled.x.detach(), y_l, num_classes)

@@ -27,7 +27,9 @@ from typing import Dict, List, Optional
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import GeneralizedRCNN
+from detectron2.structures import ImageList, Instances
 
+from .detector_steps import box_head_outputs
 from .rampup import sigmoid_rampup
 from .teacher import EMATeacher, fill_missing_teacher
 
@@ -43,6 +45,8 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         proposals_per_image: unlabelled proposals per image that a method scores.
         teacher_start_iter, ema_decay, eval_teacher: ``DUALALIGN.TEACHER.*`` (used when
             ``uses_teacher``).
+        use_teacher: overrides the class's ``uses_teacher`` (a method whose teacher is a
+            config switch, as dual alignment's ``DUALALIGN.PSEUDO.SOURCE``).
     """
 
     semi_loss_names = ()  # the unsupervised terms of the loss dict, scaled by lambda(t)
@@ -59,9 +63,12 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         teacher_start_iter: int = 0,
         ema_decay: float = 0.999,
         eval_teacher: bool = True,
+        use_teacher: Optional[bool] = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if use_teacher is not None:
+            self.uses_teacher = bool(use_teacher)
         self.weight = weight
         self.rampup_iters = rampup_iters
         self.proposals_per_image = proposals_per_image
@@ -145,15 +152,32 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         if self.teacher is None or not self.eval_teacher:
             return super().inference(batched_inputs, detected_instances, do_postprocess)
         assert not self.training
-        backbone, rpn, roi_heads = (self.teacher[n] for n in self.student_parts)
         images = self.preprocess_image(batched_inputs)
-        features = backbone(images.tensor)
         if detected_instances is None:
-            proposals, _ = rpn(images, features, None)
-            results, _ = roi_heads(images, features, proposals, None)
+            results = self.teacher_detections(images)
         else:
+            features = self.teacher["backbone"](images.tensor)
             detected = [x.to(self.device) for x in detected_instances]
-            results = roi_heads.forward_with_given_boxes(features, detected)
+            results = self.teacher["roi_heads"].forward_with_given_boxes(features, detected)
         if not do_postprocess:
             return results
         return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+
+    @torch.no_grad()
+    def teacher_logits(self, images: ImageList, boxes: List[torch.Tensor]) -> torch.Tensor:
+        """The teacher's class logits of given XYXY ``boxes`` per image of preprocessed
+        ``images`` (rows in image order; no gradient)."""
+        features = self.teacher["backbone"](images.tensor)
+        logits, _ = box_head_outputs(self.teacher["roi_heads"], features, boxes)
+        return logits
+
+    @torch.no_grad()
+    def teacher_detections(self, images: ImageList) -> List[Instances]:
+        """The teacher's detections on preprocessed ``images`` (test-time RPN, ROI heads, NMS
+        and score threshold), in the frame of ``images``: its inference, and its pseudo-boxes
+        in training."""
+        backbone, rpn, roi_heads = (self.teacher[n] for n in self.student_parts)
+        features = backbone(images.tensor)
+        proposals, _ = rpn(images, features, None)
+        results, _ = roi_heads(images, features, proposals, None)
+        return results

@@ -7,6 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.solver.build import get_default_optimizer_params
 
 import dualalign.baselines.mean_teacher as mt_module
+import dualalign.modeling.semi_rcnn as semi_rcnn
 from dualalign.baselines.consistency import flip_boxes
 from dualalign.engine.checkpoint import AtomicCheckpointer
 from dualalign.modeling.rampup import sigmoid_rampup
@@ -197,7 +198,8 @@ def test_teacher_scores_the_students_proposals_in_its_own_view(tiny_model, batch
         seen.append([b.clone() for b in boxes])
         return real(roi_heads, features, boxes)
 
-    monkeypatch.setattr(mt_module, "box_head_outputs", spy)
+    monkeypatch.setattr(mt_module, "box_head_outputs", spy)  # the student's call
+    monkeypatch.setattr(semi_rcnn, "box_head_outputs", spy)  # the teacher's (teacher_logits)
     model, _ = tiny_model(CFG)
     model.student_flip_prob = 1.0  # every student view mirrored
     model.train()

@@ -40,6 +40,8 @@ def test_quick_bench_writes_results(tmp_path):
         "step_ratio_vs_supervised_same_images",
         "step_ratio_vs_mean_teacher",
         "step_ratio_vs_backbone_only_same_images",
+        "teacher_pipeline_step_ratio_vs_dualalign",
+        "self_training_step_ratio_vs_dualalign",
         "infer_ratio_vs_plain",
         "loader_ratio",
     ):
@@ -52,6 +54,8 @@ def test_quick_bench_writes_results(tmp_path):
         "c_dualalign",
         "d_csd",
         "e_mean_teacher",
+        "f_self_training",
+        "g_dualalign_teacher",
     }
     assert "| c_dualalign |" in (tmp_path / "test-machine-quick.md").read_text()
     spread = result["headline_spread"]["step_ratio_vs_supervised_same_images"]

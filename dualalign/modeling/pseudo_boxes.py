@@ -1,0 +1,41 @@
+"""Box-level pseudo-labels: the teacher's detections after NMS, kept above a score threshold.
+
+With ``DUALALIGN.PSEUDO.BOXES`` the unlabelled images get pseudo ground truth: the EMA
+teacher's detections on the weak view (its ROI heads' test-time NMS and
+``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` included) whose score exceeds
+``DUALALIGN.PSEUDO.BOX_THRESH``. The student's unlabelled proposals are then matched and sampled
+against them by IoU exactly as labelled proposals are against the true boxes
+(``label_and_sample_proposals``): each object counts once however many proposals overlap it,
+and the unlabelled side has background proposals too. A proposal's confidence q_i (Eq. 4) is
+the teacher's score of the box it matched.
+"""
+
+from typing import List
+
+import torch
+from detectron2.structures import Instances
+
+__all__ = ["pseudo_box_targets"]
+
+
+@torch.no_grad()
+def pseudo_box_targets(detections: List[Instances], score_thresh: float) -> List[Instances]:
+    """Pseudo ground truth from detections (``pred_boxes``, ``pred_classes``, ``scores``).
+
+    Args:
+        detections: per image, the teacher's detections (after NMS).
+        score_thresh: keep detections whose score is strictly greater than this.
+
+    Returns:
+        per image, ``Instances`` with ``gt_boxes``, ``gt_classes`` and ``gt_scores`` (the field
+        names of ground truth, so proposals matched to them carry the class and the score).
+    """
+    out = []
+    for det in detections:
+        keep = det.scores > score_thresh
+        target = Instances(det.image_size)
+        target.gt_boxes = det.pred_boxes[keep]
+        target.gt_classes = det.pred_classes[keep]
+        target.gt_scores = det.scores[keep]
+        out.append(target)
+    return out

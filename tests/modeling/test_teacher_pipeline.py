@@ -1,0 +1,212 @@
+"""The teacher pipeline's switches (DUALALIGN.PSEUDO.SOURCE / BOXES / CLS_LOSS, STRONG_AUG,
+EMBED.GRAD_SCALE): each changes what it should and nothing else."""
+
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from dualalign_testing import quick_schedule
+from test_dualalign_model import CPU_CFG, build, fake_batch
+
+from dualalign.modeling.pseudo_boxes import pseudo_box_targets
+from dualalign.modeling.strong_view import (
+    StrongViewSettings,
+    gaussian_blur,
+    strong_view,
+    strong_views,
+)
+from dualalign.utils.graph import scale_gradient
+
+TEACHER_CFG = quick_schedule("dualalign_teacher_R18_instant_test")
+METRIC = ("loss_pml_l", "loss_pml_u", "loss_pmb_l", "loss_pmb_u")
+SUPERVISED = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
+NO_STRONG = StrongViewSettings(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
+
+
+def step_losses(model, seed=0):
+    torch.manual_seed(seed)
+    model.train()
+    with EventStorage():
+        return model(fake_batch(2, True, 0), fake_batch(2, False, 1))
+
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def test_strong_view_keeps_shape_and_dtype_and_is_identity_at_zero_strength():
+    img = torch.randint(0, 255, (3, 40, 60), dtype=torch.uint8)
+    assert torch.equal(strong_view(img, NO_STRONG), img)
+    g = torch.Generator().manual_seed(0)
+    out = strong_view(img, StrongViewSettings(), generator=g)
+    assert out.shape == img.shape and out.dtype == torch.uint8 and not torch.equal(out, img)
+    again = strong_view(img, StrongViewSettings(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the draws come from the generator
+
+
+def test_cutout_fills_rectangles_with_the_image_mean_and_leaves_the_rest():
+    img = torch.full((3, 50, 50), 100, dtype=torch.uint8)
+    img[:, :25] = 200  # mean 150
+    s = StrongViewSettings(0.0, 0.0, 0.0, 0.0, 0.0, cutout_num=2, cutout_frac=0.2)
+    out = strong_view(img, s, generator=torch.Generator().manual_seed(1))
+    changed = (out != img).any(dim=0)
+    assert 0 < changed.sum() <= 2 * 10 * 10
+    assert set(out[:, changed].unique().tolist()) == {150}
+
+
+def test_gaussian_blur_keeps_constants_and_mass():
+    flat = torch.full((3, 20, 30), 7.0)
+    assert torch.allclose(gaussian_blur(flat, 1.5), flat)
+    impulse = torch.zeros(1, 31, 31)
+    impulse[0, 15, 15] = 1.0
+    out = gaussian_blur(impulse, 2.0)
+    assert out.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert out[0, 15, 15] < 1.0 and out[0, 15, 16] == pytest.approx(out[0, 15, 14].item())
+
+
+def test_strong_views_replace_the_image_only():
+    batch = fake_batch(2, False, 3)
+    views = strong_views(batch, StrongViewSettings())
+    for x, v in zip(batch, views):
+        assert v["height"] == x["height"] and v["image"].shape == x["image"].shape
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(batch, fake_batch(2, False, 3)))
+
+
+def test_pseudo_box_targets_keep_scores_strictly_above_the_threshold():
+    det = Instances((64, 64))
+    det.pred_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 3, 3]]))
+    det.scores = torch.tensor([0.9, 0.7, 0.3])
+    det.pred_classes = torch.tensor([2, 0, 1])
+    (t,) = pseudo_box_targets([det], 0.7)
+    assert t.gt_classes.tolist() == [2] and t.gt_scores.tolist() == pytest.approx([0.9])
+    assert t.gt_boxes.tensor.tolist() == [[0.0, 0, 10, 10]] and t.image_size == (64, 64)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.25, 1.0])
+def test_scale_gradient_is_identity_forward_and_scales_backward(scale):
+    x = torch.randn(4, 3, requires_grad=True)
+    y = scale_gradient(x, scale)
+    assert torch.equal(y, x)
+    (y * torch.arange(12.0).view(4, 3)).sum().backward()
+    assert torch.allclose(x.grad, scale * torch.arange(12.0).view(4, 3))
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+def test_paper_config_has_no_teacher_and_no_strong_view():
+    _, model = build(CPU_CFG, "paper")
+    assert model.teacher is None and model.strong_view is None and not model.pseudo_boxes
+    assert model.roi_heads.embed_grad_scale == 1.0 and not model.roi_heads.cls_loss_unlabeled
+
+
+def test_teacher_pipeline_returns_metric_terms_and_the_unlabeled_classification_loss():
+    _, model = build(TEACHER_CFG, "tp")
+    assert model.teacher is not None and model.strong_view is not None
+    losses = step_losses(model)
+    assert set(losses) == set(SUPERVISED + METRIC + ("loss_cls_u",))
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
+
+
+def test_teacher_source_with_a_teacher_equal_to_the_student_gives_the_papers_losses():
+    # FrozenBN: the teacher (eval mode) and the student (train mode) compute the same features,
+    # so the teacher's logits of the student's proposals are the student's own: Eq. 3 exactly.
+    opts = dict(MODEL__RESNETS__NORM="FrozenBN", DUALALIGN__PSEUDO__SCORE_THRESH=0.0)
+    torch.manual_seed(0)
+    _, paper = build(CPU_CFG, "src_s", **opts)
+    torch.manual_seed(0)
+    _, teacher = build(CPU_CFG, "src_t", DUALALIGN__PSEUDO__SOURCE="teacher", **opts)
+    teacher.load_state_dict(paper.state_dict(), strict=False)
+    teacher.teacher.start_if_due(0, teacher.student())
+    a, b = step_losses(paper), step_losses(teacher)
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_teacher_labels_the_weak_view_and_the_student_sees_the_strong_one(monkeypatch):
+    _, model = build(TEACHER_CFG, "views")
+    seen = {}
+    real = model.teacher_detections
+
+    def spy(images):
+        seen["teacher"] = images.tensor.clone()
+        return real(images)
+
+    monkeypatch.setattr(model, "teacher_detections", spy)
+    unlabeled = fake_batch(2, False, 1)
+    torch.manual_seed(0)
+    model.train()
+    with EventStorage():
+        model(fake_batch(2, True, 0), unlabeled)
+    assert torch.equal(seen["teacher"], model.preprocess_image(unlabeled).tensor)
+
+
+def test_without_pseudo_boxes_the_unlabeled_side_is_background_only():
+    _, model = build(TEACHER_CFG, "nobox", DUALALIGN__PSEUDO__BOX_THRESH=0.999999)
+    losses = step_losses(model)
+    # No foreground pseudo-label: the unlabelled prototype term has no class to align.
+    assert losses["loss_pmb_u"].item() == 0.0
+    assert model.roi_heads.step_statistics()["bank/age"] >= 0
+    assert losses["loss_cls_u"].item() > 0  # every sampled row is background for the CE
+
+
+def test_self_training_config_has_the_classification_loss_only():
+    off = {f"DUALALIGN__LOSS__{k}": False for k in ("PML_LABELED", "PML_UNLABELED",
+                                                    "PMB_LABELED", "PMB_UNLABELED")}  # fmt: skip
+    _, model = build(TEACHER_CFG, "st", **off)
+    losses = step_losses(model)
+    assert set(losses) == set(SUPERVISED + ("loss_cls_u",))
+    assert not any(p.requires_grad for p in model.roi_heads.proxies.parameters())
+
+
+def test_self_training_yaml_is_the_teacher_yaml_without_metric_terms():
+    from dualalign.engine.setup import build_cfg
+
+    st = build_cfg("configs/synthetic/self_training_R18_cpu.yaml", [])
+    da = build_cfg("configs/synthetic/dualalign_teacher_R18_cpu.yaml", [])
+    assert not any(st.DUALALIGN.LOSS.values()) and all(da.DUALALIGN.LOSS.values())
+    st.defrost()
+    st.DUALALIGN.LOSS = da.DUALALIGN.LOSS
+    st.OUTPUT_DIR = da.OUTPUT_DIR
+    assert st.dump() == da.dump()
+
+
+def test_grad_scale_scales_the_metric_gradient_into_h_and_nothing_else():
+    grads = {}
+    for scale in (1.0, 0.25):
+        torch.manual_seed(0)
+        _, model = build(CPU_CFG, f"gs{scale}", DUALALIGN__PSEUDO__SCORE_THRESH=0.0,
+                         DUALALIGN__EMBED__GRAD_SCALE=scale)  # fmt: skip
+        losses = step_losses(model)
+        sum(losses[k] for k in METRIC).backward()
+        grads[scale] = (
+            model.roi_heads.box_head.fc2.weight.grad.clone(),
+            model.roi_heads.projection_head.fc1.weight.grad.clone(),
+            {k: v.item() for k, v in losses.items()},
+        )
+    box1, proj1, loss1 = grads[1.0]
+    box2, proj2, loss2 = grads[0.25]
+    assert loss1 == loss2  # the forward pass is the same
+    assert torch.allclose(proj1, proj2)  # the projection head's gradient is unchanged
+    assert torch.allclose(box2, 0.25 * box1, atol=1e-8)  # H's is scaled
+
+
+@pytest.mark.parametrize(
+    "opts, key",
+    [
+        (["DUALALIGN.PSEUDO.BOXES", "True"], "DUALALIGN.PSEUDO.BOXES"),
+        (["DUALALIGN.STRONG_AUG.ENABLED", "True"], "DUALALIGN.STRONG_AUG.ENABLED"),
+        (["DUALALIGN.PSEUDO.SOURCE", "ema"], "DUALALIGN.PSEUDO.SOURCE"),
+        (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.CLS_LOSS", "True"],
+         "DUALALIGN.PSEUDO.CLS_LOSS"),
+        (["DUALALIGN.EMBED.GRAD_SCALE", "-1"], "DUALALIGN.EMBED.GRAD_SCALE"),
+    ],
+)  # fmt: skip
+def test_impossible_teacher_settings_are_refused_with_the_key(opts, key):
+    from dualalign.engine.setup import build_cfg
+
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build_cfg(CPU_CFG, opts)
