@@ -40,6 +40,7 @@ from ..utils.atomic import atomic_write_json, atomic_write_text
 from ..utils.paths import repo_root
 from ..data.synthetic import generate_dataset
 from .paired import bootstrap_delta_interval, paired_deltas, t_interval
+from .protocol_diagnostics import DIAGNOSTIC_KEYS, arm_diagnostics, delta_per_iou
 from .runs import read_run_ap
 
 __all__ = [
@@ -328,8 +329,14 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
     with open(test_json) as f:
         gt = json.load(f)
 
+    def evaluate(g, preds):
+        return evaluate_coco_range(coco_from_dict(g), preds, DEFAULT_IOU_THRESHOLDS)
+
     def score(g, preds):
-        return evaluate_coco_range(coco_from_dict(g), preds, DEFAULT_IOU_THRESHOLDS)["mAP"]
+        return evaluate(g, preds)["mAP"]
+
+    def per_iou(g, preds):
+        return evaluate(g, preds)["per_iou"]
 
     out = {"gates": gates, "settings": asdict(s), "fractions": {}}
     for fraction in sorted({r["fraction"] for r in runs}):
@@ -358,8 +365,16 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
                     pb = json.load(f)
                 boot = bootstrap_delta_interval(gt, pa, pb, score, s.bootstrap_samples)
                 entry["bootstrap_ci95_first_pair"] = boot["ci95"]
+            common = sorted(set(rs) & set(ref))
+            entry["final_ap_per_iou"] = delta_per_iou(
+                [(rs[k]["predictions"], ref[k]["predictions"]) for k in common], gt, per_iou
+            )
             deltas[arm] = entry
-        out["fractions"][f"{fraction:g}"] = {"arms": arms, "delta_vs_supervised": deltas}
+        out["fractions"][f"{fraction:g}"] = {
+            "arms": arms,
+            "delta_vs_supervised": deltas,
+            "diagnostics": arm_diagnostics([r for rs in by_arm.values() for r in rs.values()]),
+        }
     return out
 
 
@@ -368,6 +383,22 @@ def _fmt(entry: dict) -> str:
     if lo is None:
         return f"{entry['mean']:+.2f} [no interval from one pair] (1)"
     return f"{entry['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({entry['n']})"
+
+
+def _diagnostics_table(block: dict) -> List[str]:
+    """Per arm: the final predictions' AP difference at IoU 0.1 / 0.5 / 0.7 and the runs'
+    diagnostics (means over the arm's runs; blank where not logged)."""
+    names = list(DIAGNOSTIC_KEYS)
+    lines = ["", "| arm | dAP@0.1 | dAP@0.5 | dAP@0.7 | " + " | ".join(names) + " |"]
+    lines.append("|---" * (4 + len(names)) + "|")
+    diag = block.get("diagnostics", {})
+    for arm in block["arms"]:
+        d = block["delta_vs_supervised"].get(arm, {}).get("final_ap_per_iou", {})
+        ious = [d.get(k) for k in ("0.10", "0.50", "0.70")]
+        cells = [f"{v:+.2f}" if v is not None else "" for v in ious]
+        cells += [f"{diag.get(arm, {})[n]:.3g}" if n in diag.get(arm, {}) else "" for n in names]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_tables(summary: dict, out_dir: str) -> None:
@@ -383,6 +414,7 @@ def write_tables(summary: dict, out_dir: str) -> None:
         for arm, a in block["arms"].items():
             d = block["delta_vs_supervised"].get(arm)
             lines.append(f"| {arm} | {a['mAP']:.2f} | {_fmt(d) if d else 'reference'} |")
+        lines += _diagnostics_table(block)
     atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")
 
 

@@ -33,6 +33,25 @@ def test_gates_on_stage_a_curves():
     assert any("lengthen --burn-in-iters" in m for m in gates["messages"])
 
 
+def test_run_diagnostics_reduce_the_logged_values(tmp_path):
+    from dualalign.benchmark.protocol_diagnostics import arm_diagnostics, run_diagnostics
+
+    records = [
+        {"iteration": 9, "grad/box_head/unsup_over_sup": 0.2, "pseudo/count_c0": 3.0,
+         "pseudo/count_c1": 1.0, "bank/age": 5},
+        {"iteration": 19, "grad/box_head/unsup_over_sup": 0.4, "pseudo/count_c0": 0.0,
+         "pseudo/count_c1": 2.0, "bank/age": 7, "pseudo_quality/precision": 80.0},
+    ]  # fmt: skip
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    d = run_diagnostics(str(path))
+    assert d["grad_share_box_head"] == pytest.approx(0.3) and d["bank_age"] == 7
+    assert d["pseudo_per_step"] == pytest.approx(3.0) and d["pseudo_precision"] == 80.0
+    assert "pseudo_recall" not in d and "grad_share_backbone_last" not in d
+    runs = [{"arm": "a", "metrics_file": str(path)}] * 2
+    assert arm_diagnostics(runs) == {"a": d}
+
+
 def test_burn_in_cells_continued_fractions_first_and_gate_only_once():
     s = ProtocolSettings(fractions=(0.25, 1.0), continue_fractions=(0.25,), split_seeds=(3, 5))
     assert burn_in_cells(s) == [(0.25, 3), (0.25, 5), (1.0, 3)]
@@ -66,6 +85,10 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     delta = block["delta_vs_supervised"]["dualalign"]
     assert delta["n"] == 2 and delta["ci95"][0] <= delta["mean"] <= delta["ci95"][1]
     assert len(delta["bootstrap_ci95_first_pair"]) == 2
+    assert set(delta["final_ap_per_iou"]) >= {"0.10", "0.50", "0.70"}
+    diag = block["diagnostics"]["dualalign"]
+    assert {"pseudo_recall", "grad_share_box_head", "bank_age"} <= set(diag)  # precision: NaN
+    assert "dAP@0.7" in (out / "tables.md").read_text()
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert "delta vs supervised" in (out / "tables.md").read_text()
     assert (out / "paired_deltas.png").is_file()
