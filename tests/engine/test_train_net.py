@@ -167,3 +167,26 @@ def test_model_zoo_pkl_and_remote_weights(tiny_synthetic, tmp_path):
         )
     with pytest.raises(WeightsNotFoundError, match="no such file"):
         Trainer.build_checkpointer(fresh, cfg).load(str(tmp_path / "missing.pth"))
+
+
+def test_teacher_pipeline_trains_and_scores_teacher_and_student(tiny_synthetic, tmp_path):
+    out = tmp_path / "tp"
+    opts = dataset_opts(
+        tiny_synthetic,
+        out,
+        "tp4",
+        SOLVER__MAX_ITER=4,
+        DUALALIGN__RAMPUP_ITERS=2,
+        DUALALIGN__DIAGNOSTICS__GRAD_SHARE_PERIOD=2,
+    )
+    run_train_net(quick_schedule("dualalign_teacher_R18_instant_test"), opts)
+    records = read_metrics(out)
+    rows = [r for r in records if "loss_cls_u" in r]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    for name in ("loss_cls_u", "loss_pml_u", "loss_pmb_u", "loss_pml_l", "loss_cls"):
+        assert all(np.isfinite(r[name]) for r in rows), name
+    assert any(r["loss_cls_u"] > 0 for r in rows)
+    assert any("grad/box_head/unsup_over_sup" in r for r in records)
+    inference = out / "inference" / "test_tp4"
+    assert (inference / "range_ap_teacher.json").is_file()
+    assert (inference / "range_ap_student.json").is_file()
