@@ -5,6 +5,7 @@ paired differences with 95 % intervals.
     python scripts/run_protocol.py --jobs 2                       # synthetic, CPU defaults
     python scripts/run_protocol.py --arms supervised null_control dualalign csd mean_teacher
     python scripts/run_protocol.py --pilot                        # 3 pairs, gates reported only
+    python scripts/run_protocol.py --dataset cervix93 --data-root PATH/cervix93 --jobs 2
     python scripts/run_protocol.py --summarize-only               # the runs finished so far
     python scripts/run_protocol.py --select-on-val --arms supervised dualalign_teacher \
         --tag box0.8 DUALALIGN.PSEUDO.BOX_THRESH 0.8              # a val search point
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 
+from dualalign.benchmark.datasets import prepare_cervix93_protocol
 from dualalign.benchmark.protocol import (
     ARMS,
     ProtocolSettings,
@@ -23,10 +25,19 @@ from dualalign.benchmark.protocol import (
 )
 
 
+DATASETS = ("synthetic", "cervix93", "cervix93_agnostic")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", default=os.path.join("datasets", "synthetic_protocol"))
-    p.add_argument("--output", default=os.path.join("results", "protocol", "synthetic"))
+    p.add_argument("--dataset", default="synthetic", choices=DATASETS)
+    p.add_argument(
+        "--data-root",
+        default="",
+        help="synthetic: where the set is generated (default datasets/synthetic_protocol); "
+        "cervix93: the folder with annotations_{train,val,test}.json and images/",
+    )
+    p.add_argument("--output", default="", help="default: results/protocol/<dataset>")
     p.add_argument("--arms", nargs="+", default=list(ProtocolSettings.arms), choices=list(ARMS))
     p.add_argument("--burn-in-iters", type=int, default=ProtocolSettings.burn_in_iters)
     p.add_argument("--continue-iters", type=int, default=ProtocolSettings.continue_iters)
@@ -61,7 +72,12 @@ def main(argv=None):
         score_split="val" if args.select_on_val else "test",
         tag=args.tag,
     )
-    data = prepare_synthetic(args.data_root)
+    if args.dataset == "synthetic":
+        data = prepare_synthetic(args.data_root or os.path.join("datasets", "synthetic_protocol"))
+    else:
+        agnostic = args.dataset == "cervix93_agnostic"
+        data = prepare_cervix93_protocol(args.data_root, agnostic, label=args.dataset + "_protocol")
+    args.output = args.output or os.path.join("results", "protocol", args.dataset)
     if args.summarize_only:
         summary = summarize_finished(s, data, args.output)
     else:

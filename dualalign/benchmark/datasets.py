@@ -6,6 +6,9 @@
   annotations stripped, is the unlabelled pool. At 100 % nothing is left over, so the train
   images themselves (without labels) are the unlabelled pool. The test split is evaluated.
   ``class_agnostic`` maps the three frame-level grades to one class, "nucleus".
+
+:func:`prepare_cervix93_protocol` gives the same Cervix93 setting in the shape the two-stage
+protocol (:mod:`.protocol`) takes, with the val split registered for the burn-ins' gates.
 """
 
 import json
@@ -53,24 +56,30 @@ def prepare_dataset(name, data_root, class_agnostic, label):
         return {"opts": opts, "fraction_opts": lambda fraction: [], "test_name": f"{label}_test"}
     if name != "cervix93":
         raise ValueError(f"unknown dataset {name!r}")
+    c = _cervix93(data_root, class_agnostic, label)
+    opts = _coco_opts(label, c["train"], c["test"], c["images"], pool_json=c["train"])
+    return {
+        "opts": opts + c["opts"],
+        "fraction_opts": c["fraction_opts"],
+        "test_name": f"{label}_test",
+    }
+
+
+def _cervix93(data_root, class_agnostic, label, splits=("train", "test")):
+    """Cervix93's annotation files (class-agnostic copies when asked), model opts and the
+    unlabelled pool's opts per fraction."""
     if not data_root or not os.path.isfile(os.path.join(data_root, "annotations_train.json")):
         raise FileNotFoundError(
             f"--data-root {data_root!r}: no annotations_train.json; point it at the cervix93 folder"
             " (e.g. datasets/cervix93)"
         )
-    train = os.path.join(data_root, "annotations_train.json")
-    test = os.path.join(data_root, "annotations_test.json")
-    images = os.path.join(data_root, "images")
+    files = {k: os.path.join(data_root, f"annotations_{k}.json") for k in splits}
     if class_agnostic:
         out = os.path.join("datasets", label)
-        train, test = (
-            os.path.join(out, "annotations_train.json"),
-            os.path.join(out, "annotations_test.json"),
-        )
-        _agnostic_copy(os.path.join(data_root, "annotations_train.json"), train)
-        _agnostic_copy(os.path.join(data_root, "annotations_test.json"), test)
-    opts = _coco_opts(label, train, test, images, pool_json=train)
-    opts += [
+        for k, src in list(files.items()):
+            files[k] = os.path.join(out, f"annotations_{k}.json")
+            _agnostic_copy(src, files[k])
+    opts = [
         "MODEL.ROI_HEADS.NUM_CLASSES",
         "1" if class_agnostic else "3",
         "DUALALIGN.PROXY.INCLUDE_BACKGROUND",
@@ -96,4 +105,32 @@ def prepare_dataset(name, data_root, class_agnostic, label):
             ]
         return ["DUALALIGN.DATASETS.TRAIN_UNLABELED", f"('{label}_pool',)"]
 
-    return {"opts": opts, "fraction_opts": fraction_opts, "test_name": f"{label}_test"}
+    return dict(files, images=os.path.join(data_root, "images"), opts=opts,
+                fraction_opts=fraction_opts)  # fmt: skip
+
+
+def prepare_cervix93_protocol(data_root, class_agnostic, label="cervix93_protocol") -> dict:
+    """Cervix93 for the two-stage protocol: ``{"opts", "fraction_opts", "val_name", "val_json",
+    "test_name", "test_json", "pool_truth_name"}``.
+
+    The unlabelled pool is the rest of the train split at a fraction below 1 and the train images
+    themselves (labels dropped) at 1. Pseudo-label quality is not logged (``pool_truth_name``
+    None): the pool's truth is a different subset of the train file for every split seed.
+    """
+    c = _cervix93(data_root, class_agnostic, label, splits=("train", "val", "test"))
+    coco = [[f"{label}_{k}", c[k], c["images"]] for k in ("train", "val", "test")]
+    opts = [
+        "DUALALIGN.DATASETS.COCO", str(coco),
+        "DUALALIGN.DATASETS.UNLABELED", str([[f"{label}_pool", c["train"], c["images"]]]),
+        "DATASETS.TRAIN", f"('{label}_train',)", "DATASETS.TEST", f"('{label}_test',)",
+        "DATALOADER.NUM_WORKERS", "0",
+    ] + c["opts"]  # fmt: skip
+    return {
+        "opts": opts,
+        "fraction_opts": c["fraction_opts"],
+        "val_name": f"{label}_val",
+        "val_json": c["val"],
+        "test_name": f"{label}_test",
+        "test_json": c["test"],
+        "pool_truth_name": None,
+    }

@@ -177,6 +177,11 @@ def prepare_synthetic(root: str, label: str = "protocol", **sizes) -> dict:
     }
 
 
+def _fraction_opts(data: dict, fraction: float) -> List[str]:
+    """A data set's opts that depend on the labelled fraction (Cervix93's unlabelled pool)."""
+    return data["fraction_opts"](fraction) if data.get("fraction_opts") else []
+
+
 def _config(s: ProtocolSettings, method: str) -> str:
     return os.path.join(repo_root(), s.config_dir, f"{method}{s.suffix}.yaml")
 
@@ -211,7 +216,7 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
         with open(result) as f:
             return json.load(f)
     n = s.burn_in_iters
-    opts = s.opts + data["opts"] + [
+    opts = s.opts + data["opts"] + _fraction_opts(data, fraction) + [
         "DATASETS.TEST", f"('{data['val_name']}',)",
         "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
         "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "SEED", str(split),
@@ -277,7 +282,7 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
     period = max(1, n // 10)
     # The last ``score_checkpoints`` evaluations happen in the run (one every ``period``).
     first_eval = n - (s.score_checkpoints - 1) * period
-    opts = s.opts + data["opts"] + arm_opts + [
+    opts = s.opts + data["opts"] + _fraction_opts(data, fraction) + arm_opts + [
         "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
         "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "MODEL.RESNETS.NORM", "FrozenBN",
         "MODEL.WEIGHTS", checkpoint, "SEED", str(order),
@@ -288,12 +293,13 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
         "DUALALIGN.CSD.RAMPUP_ITERS", str(n // 5), "DUALALIGN.CSD.RAMPDOWN_ITERS", str(n // 6),
         "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS", str(n // 5),
     ]  # fmt: skip
-    if s.diagnostics:
+    if s.diagnostics and data.get("pool_truth_name"):
         opts += [
             "DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET", data["pool_truth_name"],
             "DUALALIGN.DIAGNOSTICS.PSEUDO_PERIOD", "0",
-            "DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD", str(period),
         ]  # fmt: skip
+    if s.diagnostics:
+        opts += ["DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD", str(period)]
     start = time.time()
     _train(_config(s, method), opts, run_dir, s.jobs)
     history = _eval_history(os.path.join(run_dir, "metrics.json"))

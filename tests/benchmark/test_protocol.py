@@ -105,3 +105,33 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     assert run_protocol(s, data, str(out))["fractions"] == summary["fractions"]
     # The runs finished so far summarise to the same comparison.
     assert summarize_finished(s, data, str(out))["fractions"] == summary["fractions"]
+
+
+def test_cervix93_protocol_data_declares_val_and_the_pool_per_fraction(
+    shared_data_dir, tmp_path, monkeypatch
+):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from dualalign.benchmark.datasets import prepare_cervix93_protocol
+    from dualalign.data.datasets import register_from_config
+    from dualalign.engine.setup import build_cfg
+    from dualalign.utils.paths import config_path
+
+    monkeypatch.chdir(tmp_path)  # the class-agnostic copies are written under ./datasets
+    root = os.path.join(shared_data_dir, "cervix93")
+    for agnostic in (False, True):
+        data = prepare_cervix93_protocol(root, agnostic, label=f"c93p{int(agnostic)}")
+        assert data["pool_truth_name"] is None and data["val_json"].endswith("annotations_val.json")
+        cfg_file = config_path("synthetic", "supervised_R18_cpu.yaml")
+        low = build_cfg(cfg_file, data["opts"] + data["fraction_opts"](0.25))
+        full = build_cfg(cfg_file, data["opts"] + data["fraction_opts"](1.0))
+        assert low.MODEL.ROI_HEADS.NUM_CLASSES == (1 if agnostic else 3)
+        assert low.DUALALIGN.DATASETS.REMAINDER_AS_UNLABELED  # the rest of train is the pool
+        assert not low.DUALALIGN.DATASETS.TRAIN_UNLABELED
+        assert full.DUALALIGN.DATASETS.TRAIN_UNLABELED == (f"c93p{int(agnostic)}_pool",)
+        names = [entry[0] for entry in low.DUALALIGN.DATASETS.COCO]
+        assert data["val_name"] in names and data["test_name"] in names
+        register_from_config(low)
+        val = DatasetCatalog.get(data["val_name"])
+        assert len(val) == 9  # the val split's 9 frames
+        assert len(MetadataCatalog.get(data["val_name"]).thing_classes) == (1 if agnostic else 3)
