@@ -14,10 +14,12 @@ SCRIPTS = sorted(glob.glob(os.path.join(repo_root(), "dev", "*.sh")))
 
 def test_the_gpu_scripts_run_the_benchmark_commands():
     names = {os.path.basename(s): open(s).read() for s in SCRIPTS}
-    assert {"device_env.sh", "gpu_check.sh", "gpu_grid.sh"} <= set(names)
+    assert {"device_env.sh", "gpu_check.sh", "gpu_grid.sh", "gpu_protocol.sh"} <= set(names)
+    assert "scripts/run_protocol.py" in names["gpu_protocol.sh"]
     assert "scripts/bench.py" in names["gpu_check.sh"]
     assert "scripts/profile_step.py" in names["gpu_grid.sh"]
-    assert all("source dev/device_env.sh" in names[n] for n in ("gpu_check.sh", "gpu_grid.sh"))
+    runners = ("gpu_check.sh", "gpu_grid.sh", "gpu_protocol.sh")
+    assert all("source dev/device_env.sh" in names[n] for n in runners)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
