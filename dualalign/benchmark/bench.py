@@ -48,6 +48,13 @@ def parse_args(argv=None):
     p.add_argument("--large", type=int, default=0, help="side of the tiled large image (px)")
     p.add_argument("--machine", default="", help="name of the results file (default: detected)")
     p.add_argument("--output", default=os.path.join(repo_root(), "results", "speed"))
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        choices=list(STEP_KEYS),
+        help="time these training steps only (no inference, evaluator or loader measurement); "
+        "results go to <machine>[-quick]-steps.{json,md}",
+    )
     return p.parse_args(argv)
 
 
@@ -55,7 +62,7 @@ def _cuda_allocated(device) -> int:
     return torch.cuda.memory_allocated() if torch.device(device).type == "cuda" else 0
 
 
-def measure_steps(s, labeled, unlabeled, amp_runs):
+def measure_steps(s, labeled, unlabeled, amp_runs, keys=None):
     """Interleaved step times of every method of ``STEP_KEYS`` (and its AMP variant when asked).
 
     Every model is built and warmed up first, one at a time; its peak CUDA memory is that of its
@@ -63,13 +70,16 @@ def measure_steps(s, labeled, unlabeled, amp_runs):
     ``s["repeats"]`` interleaved steps each are timed.
 
     Returns:
-        ``{key: {"s_per_step", "s_per_round", "peak_gib"}}``: the median over every timed step,
+        ``{key: {"s_per_step", "s_per_round", "peak_gib"}}`` of ``keys`` (default: every step
+        of ``STEP_KEYS``): the median over every timed step,
         the median of each round, and the peak (``None`` on the CPU).
     """
     is_cuda = torch.device(s["device"]).type == "cuda"
     steps, peaks = {}, {}
     with EventStorage():
         for key, (method, paired, forward) in STEP_KEYS.items():
+            if keys and key not in keys:
+                continue
             for amp in [False] + ([True] if key[0] in amp_runs else []):
                 name = key + ("_amp" if amp else "")
                 torch.manual_seed(0)
@@ -219,13 +229,16 @@ def main(argv=None):
     labeled = speed.synthetic_batch(s["n_l"], s["size"], True, 1, s["device"])
     unlabeled = speed.synthetic_batch(s["n_u"], s["size"], False, 2, s["device"])
     amp_runs = {"b", "c", "e"} if args.amp and s["device"] == "cuda" else set()
-    steps = measure_steps(s, labeled, unlabeled, amp_runs)
-    inference = measure_inference(s, amp=False)
-    consumed = (s["n_l"] + s["n_u"]) / steps["c_dualalign"]["s_per_step"]
-    other = {**measure_evaluator(s), **measure_loader(s, consumed)}
+    steps = measure_steps(s, labeled, unlabeled, amp_runs, keys=args.steps)
+    inference, other = {}, {}
+    if not args.steps:
+        inference = measure_inference(s, amp=False)
+        consumed = (s["n_l"] + s["n_u"]) / steps["c_dualalign"]["s_per_step"]
+        other = {**measure_evaluator(s), **measure_loader(s, consumed)}
     spread = headline_ratios(steps, inference)
     headline = {k: v["median"] for k, v in spread.items()}
-    headline["loader_ratio"] = other["loader_ratio"]
+    if other:
+        headline["loader_ratio"] = other["loader_ratio"]
     name = args.machine or machine_name(s)
     result = {
         "machine": name,
@@ -243,7 +256,9 @@ def main(argv=None):
         "headline_spread": spread,
     }
     os.makedirs(args.output, exist_ok=True)
-    stem = os.path.join(args.output, name + ("-quick" if args.quick else ""))
+    stem = os.path.join(
+        args.output, name + ("-quick" if args.quick else "") + ("-steps" if args.steps else "")
+    )
     atomic_write_json(stem + ".json", result)
     atomic_write_text(stem + ".md", markdown(result))
     print(json.dumps(headline))

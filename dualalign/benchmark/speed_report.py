@@ -38,6 +38,8 @@ def headline_ratios(steps: dict, inference: dict) -> dict:
         if num in steps and den in steps:
             out[key] = ratio_summary(steps[num]["s_per_round"], steps[den]["s_per_round"])
     for key, what in (("infer_ratio_vs_plain", "patches"), ("infer_ratio_vs_plain_tiles", "tiles")):
+        if f"{what}_s_per_round" not in inference:
+            continue  # a steps-only run
         rounds = inference[f"{what}_s_per_round"]
         out[key] = ratio_summary(rounds["plain"], rounds["dualalign"])
     return out
@@ -51,10 +53,10 @@ def markdown(result: dict) -> str:
         "",
         f"Setting: {result['setting']}",
         "",
-        "| step | s/step | peak GiB | ratio to (b) |",
-        "|---|---|---|---|",
     ]
-    b = st["b_supervised_same_images"]["s_per_step"]
+    base = "b_supervised_same_images" if "b_supervised_same_images" in st else next(iter(st))
+    lines += [f"| step | s/step | peak GiB | ratio to {base} |", "|---|---|---|---|"]
+    b = st[base]["s_per_step"]
     for k, v in st.items():
         peak = "n/a" if v["peak_gib"] is None else f"{v['peak_gib']:.2f}"
         lines.append(f"| {k} | {v['s_per_step']:.4f} | {peak} | {v['s_per_step'] / b:.3f} |")

@@ -107,3 +107,16 @@ def test_interleaved_rounds_rotate_the_order_and_ratios_are_per_round():
     assert one["median"] == one["q25"] == one["q75"] == 2.0
     with pytest.raises(ValueError, match="as many rounds"):
         ratio_summary([1.0, 2.0], [1.0])
+
+
+def test_steps_only_times_the_named_steps_and_their_ratios(tmp_path):
+    cmd = [sys.executable, os.path.join(repo_root(), "scripts", "bench.py"), "--quick",
+           "--repeats", "1", "--rounds", "2", "--warmup", "0", "--machine", "m",
+           "--output", str(tmp_path), "--steps", "c_dualalign", "g_dualalign_teacher"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root())
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((tmp_path / "m-quick-steps.json").read_text())
+    assert set(result["steps"]) == {"c_dualalign", "g_dualalign_teacher"}
+    assert set(result["headline"]) == {"teacher_pipeline_step_ratio_vs_dualalign"}
+    assert result["inference"] == {} and result["other"] == {}
+    assert "ratio to c_dualalign" in (tmp_path / "m-quick-steps.md").read_text()
