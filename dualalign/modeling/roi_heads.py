@@ -79,6 +79,11 @@ class DualAlignROIHeads(StandardROIHeads):
             # Without proposal alignment nothing reads the proxies: freeze them, so DDP does not
             # wait for their gradient (and the optimizer leaves them untouched).
             self.proxies.requires_grad_(False)
+        self.metric_on = any(loss_switches.values())
+        if not self.metric_on:
+            # No metric term (the null control, self-training): no embedding is computed, and
+            # the projection head is frozen for the same reason as the proxies.
+            self.projection_head.requires_grad_(False)
         self._step_prototypes = None
         self._step_stats: Dict[str, torch.Tensor] = {}
 
@@ -178,10 +183,11 @@ class DualAlignROIHeads(StandardROIHeads):
                 source = logits_u.detach() if unlabeled_logits is None else unlabeled_logits
                 keep, y_u, q_u = pseudo_label(source, self.pseudo_score_thresh)
                 unlabeled = MetricBatch(self.embed(h_u[keep]), y_u, q_u)
-        losses.update(
-            self._metric_losses(box_features[:n_l], class_logits[:n_l], proposals, unlabeled,
-                                background_u)
-        )  # fmt: skip
+        if self.metric_on:
+            losses.update(
+                self._metric_losses(box_features[:n_l], class_logits[:n_l], proposals,
+                                    unlabeled, background_u)
+            )  # fmt: skip
         return proposals, losses
 
     def _pseudo_box_batches(self, h_u: torch.Tensor, sampled: List[Instances]):

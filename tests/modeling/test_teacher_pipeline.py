@@ -160,6 +160,11 @@ def test_self_training_config_has_the_classification_loss_only():
     losses = step_losses(model)
     assert set(losses) == set(SUPERVISED + ("loss_cls_u",))
     assert not any(p.requires_grad for p in model.roi_heads.proxies.parameters())
+    # Nothing reads the projection head either: frozen, so DDP waits for no gradient of it.
+    assert not any(p.requires_grad for p in model.roi_heads.projection_head.parameters())
+    sum(losses.values()).backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trainable if p.dim() > 1 and p.shape[0] > 0)
 
 
 def test_self_training_yaml_is_the_teacher_yaml_without_metric_terms():
