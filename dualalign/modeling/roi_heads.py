@@ -9,11 +9,10 @@ class behaves exactly as ``StandardROIHeads``: the projection head and proxies a
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import ImageList, Instances
-
-import torch.nn.functional as F
 
 from ..utils.graph import scale_gradient, zero_with_graph
 from .dual_alignment import LOSS_NAMES, MetricBatch, dual_alignment_losses
