@@ -327,6 +327,11 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
     return record
 
 
+def _final_ap_file(run: dict) -> str:
+    """The evaluator's ``range_ap.json`` of a run's last evaluation (kept in git)."""
+    return os.path.join(os.path.dirname(run["predictions"]), "range_ap.json")
+
+
 def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings) -> dict:
     """``summary.json``: gates, per fraction the arms' mean mAP and their paired differences."""
     from ..evaluation.evaluator import DEFAULT_IOU_THRESHOLDS
@@ -335,14 +340,8 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
     with open(test_json) as f:
         gt = json.load(f)
 
-    def evaluate(g, preds):
-        return evaluate_coco_range(coco_from_dict(g), preds, DEFAULT_IOU_THRESHOLDS)
-
     def score(g, preds):
-        return evaluate(g, preds)["mAP"]
-
-    def per_iou(g, preds):
-        return evaluate(g, preds)["per_iou"]
+        return evaluate_coco_range(coco_from_dict(g), preds, DEFAULT_IOU_THRESHOLDS)["mAP"]
 
     out = {"gates": gates, "settings": asdict(s), "fractions": {}}
     for fraction in sorted({r["fraction"] for r in runs}):
@@ -363,17 +362,19 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
                 {k: r["mAP"] for k, r in rs.items()}, {k: r["mAP"] for k, r in ref.items()}
             )
             entry = t_interval(d)
-            first = sorted(set(rs) & set(ref))[0]
-            if s.bootstrap_samples:
-                with open(rs[first]["predictions"]) as f:
+            common = sorted(set(rs) & set(ref))
+            first = common[0]
+            predictions = (rs[first]["predictions"], ref[first]["predictions"])
+            if s.bootstrap_samples and all(os.path.isfile(p) for p in predictions):
+                # Predictions stay out of git: a fresh checkout keeps the committed interval.
+                with open(predictions[0]) as f:
                     pa = json.load(f)
-                with open(ref[first]["predictions"]) as f:
+                with open(predictions[1]) as f:
                     pb = json.load(f)
                 boot = bootstrap_delta_interval(gt, pa, pb, score, s.bootstrap_samples)
                 entry["bootstrap_ci95_first_pair"] = boot["ci95"]
-            common = sorted(set(rs) & set(ref))
             entry["final_ap_per_iou"] = delta_per_iou(
-                [(rs[k]["predictions"], ref[k]["predictions"]) for k in common], gt, per_iou
+                [(_final_ap_file(rs[k]), _final_ap_file(ref[k])) for k in common]
             )
             deltas[arm] = entry
         out["fractions"][f"{fraction:g}"] = {

@@ -4,14 +4,15 @@ Per run, from its ``metrics.json``: the pseudo-label precision and recall agains
 hidden truth at the end of the run (``pseudo_quality/*``), the mean gradient-norm share of the
 unsupervised terms at the box-head features and the last backbone stage over the run
 (``grad/*/unsup_over_sup``), the memory bank's age at the end (``bank/age``) and the mean number
-of pseudo-labelled proposals per step (``pseudo/count_c*``). Per pair, from the final test
-predictions of the arm and of supervised-continue: the AP difference at each IoU threshold
-(where a difference lands: classification shows at IoU 0.1, localisation at 0.7).
+of pseudo-labelled proposals per step (``pseudo/count_c*``). Per pair, from the evaluator's
+``range_ap.json`` of the last evaluation of the arm and of supervised-continue: the AP
+difference at each IoU threshold (where a difference lands: classification shows at IoU 0.1,
+localisation at 0.7).
 """
 
 import json
 import math
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 __all__ = ["DIAGNOSTIC_KEYS", "arm_diagnostics", "delta_per_iou", "run_diagnostics"]
 
@@ -62,22 +63,20 @@ def arm_diagnostics(runs: List[dict]) -> Dict[str, Dict[str, float]]:
     }
 
 
-def delta_per_iou(
-    pairs: List[tuple], gt: dict, per_iou: Callable[[dict, list], Dict[str, float]]
-) -> Dict[str, float]:
-    """Mean over pairs of (arm - reference) AP at each IoU threshold of the final predictions.
+def delta_per_iou(pairs: List[tuple]) -> Dict[str, float]:
+    """Mean over pairs of (arm - reference) AP at each IoU threshold of the final models.
 
     Args:
-        pairs: ``[(arm predictions file, reference predictions file)]``.
-        gt: the test set's COCO dict.
-        per_iou: ``per_iou(gt, predictions) -> {"0.10": AP, ...}``.
+        pairs: ``[(arm's range_ap.json, reference's range_ap.json)]``: the evaluator's files of
+            the last evaluation of each run (``per_iou``: ``{"0.10": AP, ...}``).
     """
     sums: Dict[str, float] = {}
     for arm_file, ref_file in pairs:
         with open(arm_file) as f:
-            a = per_iou(gt, json.load(f))
+            a = json.load(f)["per_iou"]
         with open(ref_file) as f:
-            b = per_iou(gt, json.load(f))
+            b = json.load(f)["per_iou"]
         for k in a:
-            sums[k] = sums.get(k, 0.0) + a[k] - b[k]
+            if a[k] is not None and b.get(k) is not None:
+                sums[k] = sums.get(k, 0.0) + a[k] - b[k]
     return {k: v / len(pairs) for k, v in sums.items()} if pairs else {}
