@@ -293,13 +293,13 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
         "DUALALIGN.CSD.RAMPUP_ITERS", str(n // 5), "DUALALIGN.CSD.RAMPDOWN_ITERS", str(n // 6),
         "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS", str(n // 5),
     ]  # fmt: skip
-    if s.diagnostics and data.get("pool_truth_name"):
-        opts += [
-            "DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET", data["pool_truth_name"],
-            "DUALALIGN.DIAGNOSTICS.PSEUDO_PERIOD", "0",
-        ]  # fmt: skip
     if s.diagnostics:
         opts += ["DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD", str(period)]
+        if data.get("pool_truth_name"):
+            opts += [
+                "DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET", data["pool_truth_name"],
+                "DUALALIGN.DIAGNOSTICS.PSEUDO_PERIOD", "0",
+            ]  # fmt: skip
     start = time.time()
     _train(_config(s, method), opts, run_dir, s.jobs)
     history = _eval_history(os.path.join(run_dir, "metrics.json"))

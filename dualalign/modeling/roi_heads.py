@@ -192,14 +192,13 @@ class DualAlignROIHeads(StandardROIHeads):
     def _pseudo_box_batches(self, h_u: torch.Tensor, sampled: List[Instances]):
         """Foreground and background metric batches of unlabelled proposals sampled against
         pseudo-boxes: class and confidence q of a foreground row are its matched box's."""
-        y = torch.cat([p.gt_classes for p in sampled])
-        scores = [
-            p.gt_scores if p.has("gt_scores") else h_u.new_zeros(len(p)) for p in sampled
-        ]  # an image without pseudo-boxes has background rows only
-        q = torch.cat(scores) if scores else h_u.new_zeros(0)
-        fg = y < self.num_classes
         if not self.loss_switches["loss_pml_u"] and not self.loss_switches["loss_pmb_u"]:
             return None, None  # the classification loss alone reads these rows
+        y = torch.cat([p.gt_classes for p in sampled])
+        q = torch.cat(
+            [p.gt_scores if p.has("gt_scores") else h_u.new_zeros(len(p)) for p in sampled]
+        )  # an image without pseudo-boxes has background rows only
+        fg = y < self.num_classes
         unlabeled = MetricBatch(self.embed(h_u[fg]), y[fg], q[fg])
         background = None
         if self.proxies.background_index is not None:
