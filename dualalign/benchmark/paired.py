@@ -5,22 +5,22 @@ training) on the same pair, i.e. the same labelled split, data order and seed, o
 that the interval is narrower than the effect. Two intervals:
 
 * :func:`t_interval`: Student's t over the pairs (runs differ by split and data order);
-* :func:`bootstrap_delta_interval`: percentile bootstrap over the test images of one pair (how
-  much of a difference the test set alone can produce), AP recomputed on each resample.
+* :func:`bootstrap_mean_delta_interval`: percentile bootstrap over the test images of the mean
+  difference over pairs (how much of a difference the test set alone can produce), AP
+  recomputed on each draw.
 
 The t quantile is computed here (regularised incomplete beta by continued fraction, inverted by
 bisection), so nothing beyond numpy is needed.
 """
 
 import math
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 __all__ = [
-    "bootstrap_delta_interval",
+    "bootstrap_mean_delta_interval",
     "paired_deltas",
-    "resample_coco",
     "student_t_cdf",
     "student_t_quantile",
     "t_interval",
@@ -118,62 +118,58 @@ def t_interval(deltas: Sequence[float], level: float = 0.95) -> Dict[str, Any]:
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}
 
 
-def resample_coco(
-    gt: Dict[str, Any], predictions: Sequence[Dict[str, Any]], image_ids: Sequence[Any]
-) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    """A COCO ground truth and predictions over ``image_ids`` drawn with replacement.
-
-    The j-th drawn image becomes image ``j + 1`` (its annotations and predictions copied), so an
-    image drawn twice counts twice, as the bootstrap requires.
-    """
-    anns_by_image: Dict[Any, list] = {}
-    for a in gt["annotations"]:
-        anns_by_image.setdefault(a["image_id"], []).append(a)
-    preds_by_image: Dict[Any, list] = {}
-    for p in predictions:
-        preds_by_image.setdefault(p["image_id"], []).append(p)
-    images = {im["id"]: im for im in gt["images"]}
-    out_images, out_anns, out_preds = [], [], []
-    for j, old in enumerate(image_ids):
-        new = j + 1
-        out_images.append(dict(images[old], id=new))
-        for a in anns_by_image.get(old, []):
-            out_anns.append(dict(a, id=len(out_anns) + 1, image_id=new))
-        out_preds.extend(dict(p, image_id=new) for p in preds_by_image.get(old, []))
-    resampled = dict(gt, images=out_images, annotations=out_anns)
-    return resampled, out_preds
-
-
-def bootstrap_delta_interval(
+def bootstrap_mean_delta_interval(
     gt: Dict[str, Any],
-    predictions_a: Sequence[Dict[str, Any]],
-    predictions_b: Sequence[Dict[str, Any]],
-    score: Callable[[Dict[str, Any], List[Dict[str, Any]]], float],
-    num_samples: int = 200,
+    pairs: Sequence[Tuple[Sequence[Dict[str, Any]], Sequence[Dict[str, Any]]]],
+    iou_thresholds: Sequence[float],
+    num_samples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> Dict[str, Any]:
-    """Percentile bootstrap over test images of ``score(a) - score(b)`` on the same images.
+    """Percentile bootstrap over test images of the mean paired difference in mAP.
+
+    Each draw takes the test images with replacement, once for all pairs (they share the test
+    set), and recomputes every model's mAP on it through :mod:`dualalign.evaluation.weighted_ap`
+    (an image drawn c times weighs c), so the interval is what the test set alone can move the
+    mean difference by; the t-interval is what the runs move it by.
 
     Args:
         gt: a COCO ground-truth dict (``images``, ``annotations``, ``categories``).
-        predictions_a, predictions_b: COCO result records of the two models on ``gt``.
-        score: ``score(gt_dict, predictions) -> mAP`` (e.g. :func:`evaluate_coco_range`'s mAP).
-        num_samples: bootstrap resamples.
-        seed: of the resampling generator (the same draws serve both models: paired).
+        pairs: ``[(predictions_a, predictions_b)]``, COCO result records of the arm and the
+            reference on ``gt``, one tuple per pair.
+        iou_thresholds: the mAP's IoU grid.
+        num_samples: bootstrap draws.
+        seed: of the draws.
 
     Returns:
-        ``{"delta": score(a) - score(b) on the full set, "ci95": [lo, hi], "samples": n}``.
+        ``{"delta": mean difference on the full set, "ci95": [lo, hi], "samples", "pairs"}``.
     """
-    ids = [im["id"] for im in gt["images"]]
+    from ..evaluation.range_ap import coco_from_dict
+    from ..evaluation.weighted_ap import image_matches, weighted_map
+
+    if not pairs:
+        raise ValueError("bootstrap_mean_delta_interval needs at least one pair")
+    coco = coco_from_dict(gt)
+    matches = [
+        (image_matches(coco, a, iou_thresholds), image_matches(coco, b, iou_thresholds))
+        for a, b in pairs
+    ]
+    n = len(matches[0][0].image_ids)
+
+    def mean_delta(weights):
+        deltas = [weighted_map(a, weights) - weighted_map(b, weights) for a, b in matches]
+        return float(np.mean(deltas))
+
     rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(num_samples):
-        draw = [ids[i] for i in rng.integers(0, len(ids), size=len(ids))]
-        g, pa = resample_coco(gt, predictions_a, draw)
-        _, pb = resample_coco(gt, predictions_b, draw)
-        deltas.append(score(g, pa) - score(g, pb))
+    draws = [
+        mean_delta(np.bincount(rng.integers(0, n, size=n), minlength=n))
+        for _ in range(num_samples)
+    ]
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(np.asarray(deltas), [alpha, 1.0 - alpha])
-    full = score(gt, list(predictions_a)) - score(gt, list(predictions_b))
-    return {"delta": float(full), "ci95": [float(lo), float(hi)], "samples": num_samples}
+    lo, hi = np.quantile(np.asarray(draws), [alpha, 1.0 - alpha])
+    return {
+        "delta": mean_delta(np.ones(n)),
+        "ci95": [float(lo), float(hi)],
+        "samples": int(num_samples),
+        "pairs": len(pairs),
+    }

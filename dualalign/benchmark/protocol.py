@@ -16,8 +16,9 @@
 5. **Score**: the mean of the run's last three test evaluations (``score_checkpoints``), one
    every tenth of stage B, made in the run (``DUALALIGN.EVAL.START_ITER``).
 6. **Statistics**: per arm, paired differences against supervised-continue over (split seed,
-   order seed) pairs with a Student-t 95 % interval, and a bootstrap interval over test images
-   for the first pair (:mod:`.paired`).
+   order seed) pairs with a Student-t 95 % interval (what the runs move the mean by), and a
+   percentile bootstrap over test images of the mean difference of the pairs' last
+   evaluations (what the test set alone moves it by; :mod:`.paired`).
 
 Hyper-parameters of an arm are chosen with ``score_split="val"`` (``--select-on-val``): stage B
 is then scored on the val split, in ``val_runs/`` and ``val_search/``, from the same burn-ins.
@@ -39,7 +40,7 @@ from typing import Dict, List, Sequence
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from ..utils.paths import repo_root
 from ..data.synthetic import generate_dataset
-from .paired import bootstrap_delta_interval, paired_deltas, t_interval
+from .paired import bootstrap_mean_delta_interval, paired_deltas, t_interval
 from .protocol_diagnostics import DIAGNOSTIC_KEYS, arm_diagnostics, delta_per_iou
 from .runs import read_run_ap
 
@@ -108,7 +109,7 @@ class ProtocolSettings:
     arms: Sequence[str] = ("supervised", "null_control", "dualalign")
     plateau_points: float = 1.0
     label_gap_points: float = 5.0
-    bootstrap_samples: int = 200
+    bootstrap_samples: int = 1000
     jobs: int = 1
     ignore_gates: bool = False  # continue even when a gate fails (pilots only; said in summary)
     diagnostics: bool = True  # stage B logs pseudo-label quality and gradient-norm ratios
@@ -327,6 +328,11 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
     return record
 
 
+def _load_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _final_ap_file(run: dict) -> str:
     """The evaluator's ``range_ap.json`` of a run's last evaluation (kept in git)."""
     return os.path.join(os.path.dirname(run["predictions"]), "range_ap.json")
@@ -335,13 +341,9 @@ def _final_ap_file(run: dict) -> str:
 def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings) -> dict:
     """``summary.json``: gates, per fraction the arms' mean mAP and their paired differences."""
     from ..evaluation.evaluator import DEFAULT_IOU_THRESHOLDS
-    from ..evaluation.range_ap import coco_from_dict, evaluate_coco_range
 
     with open(test_json) as f:
         gt = json.load(f)
-
-    def score(g, preds):
-        return evaluate_coco_range(coco_from_dict(g), preds, DEFAULT_IOU_THRESHOLDS)["mAP"]
 
     out = {"gates": gates, "settings": asdict(s), "fractions": {}}
     for fraction in sorted({r["fraction"] for r in runs}):
@@ -363,16 +365,17 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
             )
             entry = t_interval(d)
             common = sorted(set(rs) & set(ref))
-            first = common[0]
-            predictions = (rs[first]["predictions"], ref[first]["predictions"])
-            if s.bootstrap_samples and all(os.path.isfile(p) for p in predictions):
-                # Predictions stay out of git: a fresh checkout keeps the committed interval.
-                with open(predictions[0]) as f:
-                    pa = json.load(f)
-                with open(predictions[1]) as f:
-                    pb = json.load(f)
-                boot = bootstrap_delta_interval(gt, pa, pb, score, s.bootstrap_samples)
-                entry["bootstrap_ci95_first_pair"] = boot["ci95"]
+            # Predictions stay out of git: a fresh checkout keeps the committed interval.
+            kept = [k for k in common if os.path.isfile(rs[k]["predictions"])]
+            kept = [k for k in kept if os.path.isfile(ref[k]["predictions"])]
+            if s.bootstrap_samples and kept:
+                pairs = [(_load_json(rs[k]["predictions"]), _load_json(ref[k]["predictions"]))
+                         for k in kept]  # fmt: skip
+                boot = bootstrap_mean_delta_interval(
+                    gt, pairs, DEFAULT_IOU_THRESHOLDS, s.bootstrap_samples
+                )
+                # Over the test images, of the pairs' last evaluations (their predictions).
+                entry["bootstrap"] = {k: boot[k] for k in ("delta", "ci95", "pairs", "samples")}
             entry["final_ap_per_iou"] = delta_per_iou(
                 [(_final_ap_file(rs[k]), _final_ap_file(ref[k])) for k in common]
             )
@@ -390,6 +393,14 @@ def _fmt(entry: dict) -> str:
     if lo is None:
         return f"{entry['mean']:+.2f} [no interval from one pair] (1)"
     return f"{entry['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({entry['n']})"
+
+
+def _fmt_boot(entry) -> str:
+    b = (entry or {}).get("bootstrap")
+    if not b:
+        return ""
+    lo, hi = b["ci95"]
+    return f"{b['delta']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({b['pairs']})"
 
 
 def _diagnostics_table(block: dict) -> List[str]:
@@ -416,11 +427,16 @@ def write_tables(summary: dict, out_dir: str) -> None:
     lines += [f"- **{m}**" for m in g.get("messages", [])]
     for fraction, block in summary["fractions"].items():
         lines += ["", f"## {float(fraction) * 100:g} % labelled", ""]
-        lines += ["| arm | mAP (mean over pairs) | delta vs supervised: mean [95 % t] (n) |"]
-        lines += ["|---|---|---|"]
+        lines += [
+            "| arm | mAP (mean over pairs) | delta vs supervised: mean [95 % t] (n) "
+            "| last evaluation: delta [95 % bootstrap over test images] (pairs) |"
+        ]
+        lines += ["|---|---|---|---|"]
         for arm, a in block["arms"].items():
             d = block["delta_vs_supervised"].get(arm)
-            lines.append(f"| {arm} | {a['mAP']:.2f} | {_fmt(d) if d else 'reference'} |")
+            lines.append(
+                f"| {arm} | {a['mAP']:.2f} | {_fmt(d) if d else 'reference'} | {_fmt_boot(d)} |"
+            )
         lines += _diagnostics_table(block)
     atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")
 

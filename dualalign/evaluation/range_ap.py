@@ -41,6 +41,7 @@ __all__ = [
     "coco_from_dict",
     "validate_predictions",
     "evaluate_coco_range",
+    "matched_cocoeval",
     "format_ap_table",
     "to_jsonable",
     "dumps_result",
@@ -182,6 +183,35 @@ def _load_results(coco_gt: COCO, predictions: Sequence[Dict[str, Any]]) -> COCO:
     return coco_gt.loadRes(anns)
 
 
+def matched_cocoeval(
+    coco_gt: COCO,
+    predictions: Sequence[Dict[str, Any]],
+    iou_thresholds: Sequence[float],
+    max_dets: int = 200,
+) -> COCOeval:
+    """``COCOeval`` on the IoU grid after ``evaluate()``: the per-image matches, not yet
+    accumulated (:func:`evaluate_coco_range` accumulates them; ``weighted_ap`` re-weights them).
+
+    Raises:
+        ValueError: bad thresholds / max_dets, or a prediction whose image_id or category_id
+            is not in the ground truth.
+    """
+    thrs = [float(t) for t in iou_thresholds]
+    if not thrs or any(not 0.0 < t <= 1.0 for t in thrs):
+        raise ValueError(f"iou_thresholds must be a non-empty list in (0, 1], got {thrs}")
+    if int(max_dets) < 1:
+        raise ValueError(f"max_dets must be >= 1, got {max_dets}")
+    validate_predictions(coco_gt, predictions)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = _load_results(coco_gt, predictions)
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.params.iouThrs = np.asarray(thrs, dtype=np.float64)
+        # evaluate() sorts maxDets: keep max_dets the largest so it is the last entry.
+        ev.params.maxDets = sorted({d for d in (1, 10) if d < max_dets} | {int(max_dets)})
+        ev.evaluate()
+    return ev
+
+
 def evaluate_coco_range(
     coco_gt: COCO,
     predictions: Sequence[Dict[str, Any]],
@@ -208,18 +238,8 @@ def evaluate_coco_range(
             is not in the ground truth.
     """
     thrs = [float(t) for t in iou_thresholds]
-    if not thrs or any(not 0.0 < t <= 1.0 for t in thrs):
-        raise ValueError(f"iou_thresholds must be a non-empty list in (0, 1], got {thrs}")
-    if int(max_dets) < 1:
-        raise ValueError(f"max_dets must be >= 1, got {max_dets}")
-    validate_predictions(coco_gt, predictions)
+    ev = matched_cocoeval(coco_gt, predictions, thrs, max_dets)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = _load_results(coco_gt, predictions)
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        ev.params.iouThrs = np.asarray(thrs, dtype=np.float64)
-        # evaluate() sorts maxDets: keep max_dets the largest so it is the last entry.
-        ev.params.maxDets = sorted({d for d in (1, 10) if d < max_dets} | {int(max_dets)})
-        ev.evaluate()
         ev.accumulate()
     precision = ev.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
     valid = precision > -1

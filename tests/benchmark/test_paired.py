@@ -5,9 +5,8 @@ import math
 import pytest
 
 from dualalign.benchmark.paired import (
-    bootstrap_delta_interval,
+    bootstrap_mean_delta_interval,
     paired_deltas,
-    resample_coco,
     student_t_cdf,
     student_t_quantile,
     t_interval,
@@ -48,32 +47,27 @@ def _tiny_gt():
     return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "c"}]}
 
 
-def test_resample_coco_counts_a_twice_drawn_image_twice():
-    gt = _tiny_gt()
-    preds = [{"image_id": 20, "category_id": 1, "bbox": [8, 8, 20, 20], "score": 0.9}]
-    g, p = resample_coco(gt, preds, [20, 20, 10])
-    assert [im["id"] for im in g["images"]] == [1, 2, 3]
-    assert [a["image_id"] for a in g["annotations"]] == [1, 2, 3]
-    assert len({a["id"] for a in g["annotations"]}) == 3
-    assert [x["image_id"] for x in p] == [1, 2]
-
-
-def test_bootstrap_interval_of_a_perfect_against_an_empty_model():
+def test_bootstrap_interval_of_a_perfect_against_a_partial_model():
     gt = _tiny_gt()
     perfect = [
         {"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
         for a in gt["annotations"]
     ]
     half = perfect[:1]  # finds the cell of image 10 only
+    score_half = evaluate_coco_range(coco_from_dict(gt), half, [0.5])["mAP"]
 
-    def score(g, preds):
-        return evaluate_coco_range(coco_from_dict(g), preds, [0.5])["mAP"]
-
-    same = bootstrap_delta_interval(gt, perfect, perfect, score, num_samples=20)
-    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0]
-    out = bootstrap_delta_interval(gt, perfect, half, score, num_samples=50, seed=1)
-    assert out["delta"] == pytest.approx(100.0 - score(gt, half))
+    same = bootstrap_mean_delta_interval(gt, [(perfect, perfect)], [0.5], num_samples=20)
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["pairs"] == 1
+    out = bootstrap_mean_delta_interval(gt, [(perfect, half)], [0.5], num_samples=50, seed=1)
+    assert out["delta"] == pytest.approx(100.0 - score_half)
     lo, hi = out["ci95"]
     assert 0.0 <= lo <= out["delta"] <= hi <= 100.0 and lo < hi
-    again = bootstrap_delta_interval(gt, perfect, half, score, num_samples=50, seed=1)
+    again = bootstrap_mean_delta_interval(gt, [(perfect, half)], [0.5], num_samples=50, seed=1)
     assert again == out  # the seed fixes the draws
+    two = bootstrap_mean_delta_interval(
+        gt, [(perfect, half), (perfect, perfect)], [0.5], num_samples=50, seed=1
+    )
+    assert two["pairs"] == 2 and two["delta"] == pytest.approx(out["delta"] / 2)
+    assert two["ci95"] == pytest.approx([lo / 2, hi / 2])  # one draw serves every pair
+    with pytest.raises(ValueError, match="at least one pair"):
+        bootstrap_mean_delta_interval(gt, [], [0.5])

@@ -84,7 +84,8 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     assert block["arms"]["supervised"]["n"] == 2 and block["arms"]["dualalign"]["n"] == 2
     delta = block["delta_vs_supervised"]["dualalign"]
     assert delta["n"] == 2 and delta["ci95"][0] <= delta["mean"] <= delta["ci95"][1]
-    assert len(delta["bootstrap_ci95_first_pair"]) == 2
+    boot = delta["bootstrap"]
+    assert boot["pairs"] == 2 and boot["samples"] == 5 and len(boot["ci95"]) == 2
     assert set(delta["final_ap_per_iou"]) >= {"0.10", "0.50", "0.70"}
     diag = block["diagnostics"]["dualalign"]
     assert {"pseudo_recall", "grad_share_box_head", "bank_age"} <= set(diag)  # precision: NaN
