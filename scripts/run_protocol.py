@@ -39,7 +39,18 @@ def main(argv=None):
     )
     p.add_argument("--output", default="", help="default: results/protocol/<dataset>")
     p.add_argument("--arms", nargs="+", default=list(ProtocolSettings.arms), choices=list(ARMS))
-    p.add_argument("--burn-in-iters", type=int, default=ProtocolSettings.burn_in_iters)
+    p.add_argument(
+        "--burn-in-iters",
+        type=int,
+        default=ProtocolSettings.burn_in_iters,
+        help="stage A at the continued fraction (25 %%)",
+    )
+    p.add_argument(
+        "--gate-burn-in-iters",
+        type=int,
+        default=ProtocolSettings.gate_burn_in_iters,
+        help="stage A at the gate-only fraction (100 %%); 0: --burn-in-iters",
+    )
     p.add_argument("--continue-iters", type=int, default=ProtocolSettings.continue_iters)
     p.add_argument("--split-seeds", nargs="+", type=int, default=list(ProtocolSettings.split_seeds))
     p.add_argument("--order-seeds", nargs="+", type=int, default=list(ProtocolSettings.order_seeds))
@@ -66,6 +77,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     s = ProtocolSettings(
         burn_in_iters=args.burn_in_iters,
+        gate_burn_in_iters=args.gate_burn_in_iters,
         continue_iters=args.continue_iters,
         split_seeds=tuple(args.split_seeds[:1] if args.pilot else args.split_seeds),
         order_seeds=tuple(args.order_seeds[:3] if args.pilot else args.order_seeds),

@@ -8,8 +8,11 @@ import pytest
 
 from dualalign.benchmark.protocol import (
     ProtocolSettings,
+    burn_in,
     burn_in_cells,
+    burn_in_iters,
     check_gates,
+    model_digest,
     prepare_synthetic,
     run_protocol,
     summarize_finished,
@@ -30,7 +33,18 @@ def test_gates_on_stage_a_curves():
     burn_ins[1]["val_mAP_history"] = rising
     gates = check_gates(burn_ins, s)
     assert not gates["plateau"] and not gates["label_limited"]
-    assert any("lengthen --burn-in-iters" in m for m in gates["messages"])
+    plateau = [m for m in gates["messages"] if m.startswith("plateau")]
+    assert len(plateau) == 1 and "100 % burn-in" in plateau[0]  # the 25 % one is flat
+    assert "--gate-burn-in-iters" in plateau[0]  # 100 % is gate-only: its own length
+    assert [b["move_last_fifth"] for b in gates["burn_ins"]] == [0.5, 10.0]
+    burn_ins[0]["val_mAP_history"] = rising
+    assert "lengthen --burn-in-iters" in check_gates(burn_ins, s)["messages"][0]
+
+
+def test_gate_only_fractions_get_their_own_stage_a_length():
+    s = ProtocolSettings(burn_in_iters=1200, gate_burn_in_iters=2400)
+    assert burn_in_iters(s, 0.25) == 1200 and burn_in_iters(s, 1.0) == 2400
+    assert burn_in_iters(ProtocolSettings(gate_burn_in_iters=0), 1.0) == 1200
 
 
 def test_run_diagnostics_reduce_the_logged_values(tmp_path):
@@ -99,6 +113,14 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
         record["mAP"], sum(record["mAP_last"]) / 2
     )
     assert not [n for n in os.listdir(run) if n.endswith(".pth")]  # checkpoints pruned
+    stage_a = out / "burn_in" / "f0.5_split0"
+    record = json.loads((stage_a / "result.json").read_text())
+    assert record["iterations"] == 3 and record["val_images"] == 2
+    assert record["model_digest"] == model_digest(str(stage_a / "model_final.pth"))
+    assert sorted(n for n in os.listdir(stage_a) if n.endswith(".pth")) == ["model_final.pth"]
+    longer = ProtocolSettings(**{**s.__dict__, "burn_in_iters": 4})
+    with pytest.raises(ValueError, match="made with .*'iterations': 3.*Move .* aside"):
+        burn_in(longer, data, 0.5, 0, str(out))  # a finished burn-in is never silently reused
     metrics = [json.loads(line) for line in (run / "metrics.json").read_text().splitlines()]
     assert any("pseudo_quality/precision" in r for r in metrics)  # diagnostics logged
     assert any("grad/box_head/unsup_over_sup" in r for r in metrics)
