@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "bootstrap_mean_delta_interval",
     "paired_deltas",
+    "pairs_needed",
     "student_t_cdf",
     "student_t_quantile",
     "t_interval",
@@ -116,6 +117,20 @@ def t_interval(deltas: Sequence[float], level: float = 0.95) -> Dict[str, Any]:
     sd = float(x.std(ddof=1))
     half = student_t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}
+
+
+def pairs_needed(sd: float, half_width: float, level: float = 0.95, max_pairs: int = 10000) -> int:
+    """The fewest pairs n whose t-interval half-width t_{n-1} * sd / sqrt(n) is at most
+    ``half_width``, if the paired differences keep standard deviation ``sd`` (sizing n from a
+    pilot's spread). At least 2 (one pair has no interval); ``max_pairs`` caps the search."""
+    if sd < 0 or half_width <= 0:
+        raise ValueError(f"need sd >= 0 and half_width > 0, got sd={sd}, half_width={half_width}")
+    n = 2
+    while n < max_pairs:
+        if student_t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n) <= half_width:
+            break
+        n += 1
+    return n
 
 
 def bootstrap_mean_delta_interval(

@@ -41,7 +41,7 @@ from typing import Dict, List, Sequence
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from ..utils.paths import repo_root
 from ..data.synthetic import generate_dataset
-from .paired import bootstrap_mean_delta_interval, paired_deltas, t_interval
+from .paired import bootstrap_mean_delta_interval, paired_deltas, pairs_needed, t_interval
 from .protocol_diagnostics import DIAGNOSTIC_KEYS, arm_diagnostics, delta_per_iou
 from .runs import read_run_ap
 
@@ -119,6 +119,7 @@ class ProtocolSettings:
     plateau_points: float = 1.0
     label_gap_points: float = 5.0
     bootstrap_samples: int = 1000
+    target_half_width: float = 1.5  # the t-interval a one-point claim needs (sizes n)
     jobs: int = 1
     ignore_gates: bool = False  # continue even when a gate fails (pilots only; said in summary)
     diagnostics: bool = True  # stage B logs pseudo-label quality and gradient-norm ratios
@@ -324,11 +325,12 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
             flag = "--burn-in-iters"
             if b["fraction"] not in s.continue_fractions and s.gate_burn_in_iters:
                 flag = "--gate-burn-in-iters"
+            what = f"moves {m:.2f} points of val mAP" if math.isfinite(m) else "has < 2 evaluations"
             gates["messages"].append(
                 f"plateau gate failed: the {b['fraction'] * 100:g} % burn-in (split "
-                f"{b['split_seed']}) moves {m:.2f} points of val mAP over the last fifth of stage "
-                f"A (allowed < {s.plateau_points}); lengthen {flag}, or add val patches if the "
-                "move is evaluation noise"
+                f"{b['split_seed']}) {what} over the last fifth of stage A (allowed < "
+                f"{s.plateau_points}); lengthen {flag}, or add val patches if the move is "
+                "evaluation noise"
             )
     if gates["label_limited"] is False:
         gates["messages"].append(
@@ -432,6 +434,11 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
                 {k: r["mAP"] for k, r in rs.items()}, {k: r["mAP"] for k, r in ref.items()}
             )
             entry = t_interval(d)
+            if entry["sd"] is not None:  # sizing n from the spread so far
+                entry["pairs_for_half_width"] = {
+                    "half_width": s.target_half_width,
+                    "pairs": pairs_needed(entry["sd"], s.target_half_width),
+                }
             common = sorted(set(rs) & set(ref))
             # Predictions stay out of git: a fresh checkout keeps the committed interval.
             kept = [k for k in common if os.path.isfile(rs[k]["predictions"])]
@@ -463,8 +470,8 @@ def _fmt(entry: dict) -> str:
     return f"{entry['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({entry['n']})"
 
 
-def _fmt_boot(entry) -> str:
-    b = (entry or {}).get("bootstrap")
+def _fmt_boot(entry: dict) -> str:
+    b = entry.get("bootstrap")
     if not b:
         return ""
     lo, hi = b["ci95"]
@@ -491,20 +498,31 @@ def write_tables(summary: dict, out_dir: str) -> None:
     """``tables.md``: gates, then per fraction each arm's mAP and paired difference."""
     g = summary["gates"]
     lines = ["# Two-stage protocol", "", "## Gates", ""]
-    lines += [f"- {k}: {v}" for k, v in g.items() if k != "messages"]
+    lines += [f"- {k}: {v}" for k, v in g.items() if k not in ("messages", "burn_ins")]
     lines += [f"- **{m}**" for m in g.get("messages", [])]
+    if g.get("burn_ins"):
+        lines += ["", "| burn-in | iterations | val patches | max - min over last fifth | "
+                  "final val mAP |", "|---|---|---|---|---|"]  # fmt: skip
+        for b in g["burn_ins"]:
+            move = "" if b["move_last_fifth"] is None else f"{b['move_last_fifth']:.2f}"
+            lines.append(
+                f"| {b['fraction'] * 100:g} %, split {b['split_seed']} | {b['iterations']} | "
+                f"{b['val_images']} | {move} | {b['final_val_mAP']:.2f} |"
+            )
     for fraction, block in summary["fractions"].items():
         lines += ["", f"## {float(fraction) * 100:g} % labelled", ""]
         lines += [
             "| arm | mAP (mean over pairs) | delta vs supervised: mean [95 % t] (n) "
+            "| pairs for a +-half-width t-interval at this spread "
             "| last evaluation: delta [95 % bootstrap over test images] (pairs) |"
         ]
-        lines += ["|---|---|---|---|"]
+        lines += ["|---|---|---|---|---|"]
         for arm, a in block["arms"].items():
-            d = block["delta_vs_supervised"].get(arm)
-            lines.append(
-                f"| {arm} | {a['mAP']:.2f} | {_fmt(d) if d else 'reference'} | {_fmt_boot(d)} |"
-            )
+            d = block["delta_vs_supervised"].get(arm) or {}
+            size = d.get("pairs_for_half_width")
+            size = f"{size['pairs']} for +-{size['half_width']:g}" if size else ""
+            delta = _fmt(d) if d else "reference"
+            lines.append(f"| {arm} | {a['mAP']:.2f} | {delta} | {size} | {_fmt_boot(d)} |")
         lines += _diagnostics_table(block)
     atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")
 

@@ -7,6 +7,7 @@ import pytest
 from dualalign.benchmark.paired import (
     bootstrap_mean_delta_interval,
     paired_deltas,
+    pairs_needed,
     student_t_cdf,
     student_t_quantile,
     t_interval,
@@ -71,3 +72,14 @@ def test_bootstrap_interval_of_a_perfect_against_a_partial_model():
     assert two["ci95"] == pytest.approx([lo / 2, hi / 2])  # one draw serves every pair
     with pytest.raises(ValueError, match="at least one pair"):
         bootstrap_mean_delta_interval(gt, [], [0.5])
+
+
+def test_pairs_needed_inverts_the_t_interval():
+    # sd 1: t(0.975, 6) / sqrt(7) = 0.925 > 0.9 >= t(0.975, 7) / sqrt(8) = 0.836
+    assert pairs_needed(1.0, 0.9) == 8
+    assert pairs_needed(0.0, 1.5) == 2  # no spread: the smallest n with an interval
+    n = pairs_needed(2.3, 1.5)
+    half = lambda k: student_t_quantile(0.975, k - 1) * 2.3 / math.sqrt(k)  # noqa: E731
+    assert half(n) <= 1.5 < half(n - 1)
+    with pytest.raises(ValueError):
+        pairs_needed(1.0, 0.0)

@@ -98,6 +98,8 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     assert block["arms"]["supervised"]["n"] == 2 and block["arms"]["dualalign"]["n"] == 2
     delta = block["delta_vs_supervised"]["dualalign"]
     assert delta["n"] == 2 and delta["ci95"][0] <= delta["mean"] <= delta["ci95"][1]
+    assert delta["pairs_for_half_width"]["half_width"] == 1.5
+    assert delta["pairs_for_half_width"]["pairs"] >= 2
     boot = delta["bootstrap"]
     assert boot["pairs"] == 2 and boot["samples"] == 5 and len(boot["ci95"]) == 2
     assert set(delta["final_ap_per_iou"]) >= {"0.10", "0.50", "0.70"}
