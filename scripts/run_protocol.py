@@ -7,6 +7,7 @@ paired differences with 95 % intervals.
     python scripts/run_protocol.py --pilot                        # 3 pairs, gates reported only
     python scripts/run_protocol.py --dataset cervix93 --data-root PATH/cervix93 --jobs 2
     python scripts/run_protocol.py --summarize-only               # the runs finished so far
+    python scripts/run_protocol.py --stage-a-only --jobs 2        # burn-ins and gates only
     python scripts/run_protocol.py --select-on-val --arms supervised dualalign_teacher \
         --tag box0.8 DUALALIGN.PSEUDO.BOX_THRESH 0.8              # a val search point
 """
@@ -69,6 +70,11 @@ def main(argv=None):
     )
     p.add_argument("--tag", default="", help="names a search point (its runs and summary)")
     p.add_argument(
+        "--stage-a-only",
+        action="store_true",
+        help="the burn-ins and the gates only (no stage B run is started)",
+    )
+    p.add_argument(
         "--summarize-only",
         action="store_true",
         help="train nothing: summarise the runs finished so far (a protocol still running)",
@@ -81,7 +87,7 @@ def main(argv=None):
         continue_iters=args.continue_iters,
         split_seeds=tuple(args.split_seeds[:1] if args.pilot else args.split_seeds),
         order_seeds=tuple(args.order_seeds[:3] if args.pilot else args.order_seeds),
-        arms=tuple(args.arms),
+        arms=() if args.stage_a_only else tuple(args.arms),
         bootstrap_samples=args.bootstrap_samples,
         jobs=args.jobs,
         ignore_gates=args.pilot or args.ignore_gates,

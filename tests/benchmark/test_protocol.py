@@ -160,3 +160,29 @@ def test_cervix93_protocol_data_declares_val_and_the_pool_per_fraction(
         val = DatasetCatalog.get(data["val_name"])
         assert len(val) == 9  # the val split's 9 frames
         assert len(MetadataCatalog.get(data["val_name"]).thing_classes) == (1 if agnostic else 3)
+
+
+def test_script_flags_reach_the_settings(monkeypatch):
+    import importlib.util
+
+    from dualalign.utils.paths import repo_root
+
+    path = os.path.join(repo_root(), "scripts", "run_protocol.py")
+    spec = importlib.util.spec_from_file_location("run_protocol_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    seen = {}
+
+    def fake_run(s, data, out):
+        seen.update(settings=s, out=out)
+        return {"gates": {"messages": []}}
+
+    monkeypatch.setattr(script, "prepare_synthetic", lambda root: {"root": root})
+    monkeypatch.setattr(script, "run_protocol", fake_run)
+    assert script.main(["--stage-a-only", "--gate-burn-in-iters", "3000"]) == 0
+    s = seen["settings"]
+    assert s.arms == () and s.gate_burn_in_iters == 3000 and s.burn_in_iters == 1200
+    assert seen["out"] == os.path.join("results", "protocol", "synthetic")
+    script.main(["--arms", "supervised", "dualalign", "--bootstrap-samples", "0"])
+    assert seen["settings"].arms == ("supervised", "dualalign")
+    assert seen["settings"].bootstrap_samples == 0
