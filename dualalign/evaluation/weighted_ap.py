@@ -21,8 +21,6 @@ different images, which pycocotools leaves to its image order.
 cumulative sum per class, a few milliseconds per draw.
 """
 
-import contextlib
-import io
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
@@ -68,33 +66,32 @@ def image_matches(
     index = {img: i for i, img in enumerate(p.imgIds)}
     t = len(p.iouThrs)
     classes = []
-    with contextlib.redirect_stdout(io.StringIO()):
-        for k in range(len(p.catIds)):
-            records = [ev.evalImgs[k * n_area * n_img + i] for i in range(n_img)]  # area "all"
-            records = [e for e in records if e is not None]
-            gt_count = np.zeros(n_img, dtype=np.float64)
-            for e in records:
-                gt_count[index[e["image_id"]]] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
-            if records:
-                scores = np.concatenate([e["dtScores"][:max_dets] for e in records])
-                image = np.concatenate(
-                    [np.full(len(e["dtScores"][:max_dets]), index[e["image_id"]]) for e in records]
-                ).astype(np.int64)
-                matched = np.concatenate([e["dtMatches"][:, :max_dets] for e in records], axis=1)
-                ignored = np.concatenate([e["dtIgnore"][:, :max_dets] for e in records], axis=1)
-            else:
-                scores, image = np.zeros(0), np.zeros(0, dtype=np.int64)
-                matched = ignored = np.zeros((t, 0))
-            order = np.argsort(-scores, kind="mergesort")
-            matched, ignored = matched[:, order] != 0, ignored[:, order] != 0
-            classes.append(
-                ClassMatches(
-                    image=image[order],
-                    tp=matched & ~ignored,
-                    fp=~matched & ~ignored,
-                    gt_per_image=gt_count,
-                )
+    for k in range(len(p.catIds)):
+        records = [ev.evalImgs[k * n_area * n_img + i] for i in range(n_img)]  # area "all"
+        records = [e for e in records if e is not None]
+        gt_count = np.zeros(n_img, dtype=np.float64)
+        for e in records:
+            gt_count[index[e["image_id"]]] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+        if records:
+            scores = np.concatenate([e["dtScores"][:max_dets] for e in records])
+            image = np.concatenate(
+                [np.full(len(e["dtScores"][:max_dets]), index[e["image_id"]]) for e in records]
+            ).astype(np.int64)
+            matched = np.concatenate([e["dtMatches"][:, :max_dets] for e in records], axis=1)
+            ignored = np.concatenate([e["dtIgnore"][:, :max_dets] for e in records], axis=1)
+        else:
+            scores, image = np.zeros(0), np.zeros(0, dtype=np.int64)
+            matched = ignored = np.zeros((t, 0))
+        order = np.argsort(-scores, kind="mergesort")
+        matched, ignored = matched[:, order] != 0, ignored[:, order] != 0
+        classes.append(
+            ClassMatches(
+                image=image[order],
+                tp=matched & ~ignored,
+                fp=~matched & ~ignored,
+                gt_per_image=gt_count,
             )
+        )
     return ImageMatches(
         image_ids=list(p.imgIds),
         iou_thresholds=[float(x) for x in p.iouThrs],
