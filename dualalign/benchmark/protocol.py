@@ -558,10 +558,12 @@ def plot_deltas(summary: dict, out_dir: str) -> None:
 def burn_in_cells(s: ProtocolSettings) -> List[tuple]:
     """The (fraction, split seed) burn-ins: every split seed at the continued fractions, the
     first only at the others, which serve the label-limited gate alone (at 100 % every split
-    seed selects the same images). Continued fractions first, so that stage B starts early."""
+    seed selects the same images). Longest first, so that with several jobs the longest does
+    not run alone at the end; among equal lengths, continued fractions first, so that stage B
+    starts early."""
     cont = [(f, split) for f in s.fractions if f in s.continue_fractions for split in s.split_seeds]
     gate_only = [(f, s.split_seeds[0]) for f in s.fractions if f not in s.continue_fractions]
-    return cont + gate_only
+    return sorted(cont + gate_only, key=lambda cell: -burn_in_iters(s, cell[0]))
 
 
 def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:

@@ -5,6 +5,7 @@ augmentation. Their states are stored as tensors and plain Python types, so chec
 load with ``torch.load(weights_only=True)``.
 """
 
+import functools
 import random
 
 import numpy as np
@@ -40,3 +41,25 @@ class RNGState:
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
+
+
+def rng_isolated(fn):
+    """``fn`` wrapped so that the global RNGs are the same after it as before it.
+
+    Used for the evaluations and diagnostics run inside training: their test-time augmentation
+    draws from numpy's global generator (``ResizeShortestEdge`` picks its size with
+    ``np.random.choice`` even for one size), which, with ``DATALOADER.NUM_WORKERS=0``, is the
+    generator of the training augmentation. Without this, the weights a run ends with depend on
+    how many images were evaluated along the way (measured: three val sizes, three different
+    final models), so a longer val set or another ``TEST.EVAL_PERIOD`` changed the experiment.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        state = RNGState().state_dict()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            RNGState().load_state_dict(state)
+
+    return wrapped

@@ -29,7 +29,7 @@ from ..evaluation import RangeAPEvaluator
 from ..evaluation.pseudo_quality import PseudoLabelQualityEvaluator
 from ..modeling.teacher import EMATeacher
 from .checkpoint import AtomicCheckpointer
-from .rng_state import RNGState
+from .rng_state import RNGState, rng_isolated
 from .semi_trainer import SemiSupervisedTrainer, unwrap
 
 logger = logging.getLogger(__name__)
@@ -50,10 +50,12 @@ def is_semi_supervised(cfg) -> bool:
 
 class EvalFromHook(hooks.EvalHook):
     """detectron2's EvalHook whose periodic evaluations start at ``start_iter``
-    (``DUALALIGN.EVAL.START_ITER``); the evaluation after training always runs."""
+    (``DUALALIGN.EVAL.START_ITER``); the evaluation after training always runs. The evaluation
+    leaves the global RNGs as it found them (``rng_isolated``), so what a run trains does not
+    depend on how often or on how many images it is evaluated."""
 
     def __init__(self, eval_period, eval_function, start_iter: int = 0):
-        super().__init__(eval_period, eval_function)
+        super().__init__(eval_period, rng_isolated(eval_function))
         self.start_iter = start_iter
 
     def after_step(self):
@@ -132,7 +134,7 @@ class Trainer(DefaultTrainer):
         diag = self.cfg.DUALALIGN.DIAGNOSTICS
         if diag.PSEUDO_DATASET:
             # Before the writers (the last hooks), so its metrics are written in the same step.
-            quality = hooks.EvalHook(
+            quality = EvalFromHook(
                 diag.PSEUDO_PERIOD, lambda: self.pseudo_label_quality(self.cfg, self.model)
             )
             writers = sum(isinstance(h, hooks.PeriodicWriter) for h in ret)

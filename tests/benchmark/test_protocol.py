@@ -1,5 +1,6 @@
 """The two-stage protocol end to end on a tiny set: burn-ins, gates, continuations, summary."""
 
+import dataclasses
 import json
 import math
 import os
@@ -66,9 +67,15 @@ def test_run_diagnostics_reduce_the_logged_values(tmp_path):
     assert arm_diagnostics(runs) == {"a": d}
 
 
-def test_burn_in_cells_continued_fractions_first_and_gate_only_once():
-    s = ProtocolSettings(fractions=(0.25, 1.0), continue_fractions=(0.25,), split_seeds=(3, 5))
+def test_burn_in_cells_longest_first_then_continued_fractions_gate_only_once():
+    s = ProtocolSettings(
+        fractions=(0.25, 1.0), continue_fractions=(0.25,), split_seeds=(3, 5),
+        burn_in_iters=1200, gate_burn_in_iters=0,
+    )  # fmt: skip
     assert burn_in_cells(s) == [(0.25, 3), (0.25, 5), (1.0, 3)]
+    # A longer gate-only burn-in starts first, so that two jobs end together.
+    s = dataclasses.replace(s, gate_burn_in_iters=2400)
+    assert burn_in_cells(s) == [(1.0, 3), (0.25, 3), (0.25, 5)]
 
 
 @pytest.mark.slow

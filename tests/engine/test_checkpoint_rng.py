@@ -1,5 +1,6 @@
 """Under several processes every rank's RNG state is saved, and each rank resumes its own."""
 
+import pytest
 import torch
 from detectron2.utils import comm
 
@@ -58,3 +59,38 @@ def test_another_process_count_falls_back_to_rank0_state(tmp_path, monkeypatch, 
 def test_single_process_checkpoints_have_no_per_rank_states(tmp_path):
     AtomicCheckpointer(torch.nn.Linear(2, 2), str(tmp_path), rng=RNGState()).save("m")
     assert "rng_per_rank" not in torch.load(tmp_path / "m.pth", weights_only=True)
+
+
+def test_rng_isolated_restores_every_generator_and_returns_the_result():
+    import random
+
+    import numpy as np
+
+    from dualalign.engine.rng_state import rng_isolated
+
+    def draws():
+        return (torch.rand(1).item(), float(np.random.rand()), random.random())
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    expected = draws()
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    result = rng_isolated(draws)()
+    assert result == expected  # the wrapped function drew from the same streams
+    assert draws() == expected  # and the streams were put back where they were
+
+
+def test_rng_isolated_restores_after_an_exception():
+    import numpy as np
+
+    from dualalign.engine.rng_state import rng_isolated
+
+    def fails():
+        np.random.rand(5)
+        raise RuntimeError("evaluation failed")
+
+    np.random.seed(4)
+    expected = np.random.rand()
+    np.random.seed(4)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        rng_isolated(fails)()
+    assert np.random.rand() == expected
