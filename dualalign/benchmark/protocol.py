@@ -87,6 +87,11 @@ ARMS = {
     "mean_teacher": ("mean_teacher", ["DUALALIGN.TEACHER.START_ITER", "0"]),
     # the teacher pipeline (issue: make the unlabelled data pay off)
     "self_training": ("self_training", []),
+    # The teacher pipeline's null control: the same EMA teacher (evaluated, as in every teacher
+    # arm) of a student trained on the labelled half only (no pseudo-label loss, no metric
+    # term). A teacher arm minus this one is what the unlabelled data adds; a teacher arm minus
+    # supervised-continue also holds what averaging the weights adds.
+    "teacher_null_control": ("self_training", ["DUALALIGN.PSEUDO.CLS_LOSS", "False"]),
     "dualalign_teacher": ("dualalign_teacher", []),
     "switch_teacher_source": ("dualalign", TEACHER),
     "switch_pseudo_boxes": ("dualalign", TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True"]),

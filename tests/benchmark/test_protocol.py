@@ -193,3 +193,22 @@ def test_script_flags_reach_the_settings(monkeypatch):
     script.main(["--arms", "supervised", "dualalign", "--bootstrap-samples", "0"])
     assert seen["settings"].arms == ("supervised", "dualalign")
     assert seen["settings"].bootstrap_samples == 0
+
+
+def test_every_arm_builds_and_the_teacher_null_control_has_no_unsupervised_term():
+    from dualalign.benchmark.protocol import ARMS, _config
+    from dualalign.engine.setup import build_cfg
+
+    s = ProtocolSettings()
+    cfgs = {arm: build_cfg(_config(s, method), opts) for arm, (method, opts) in ARMS.items()}
+    null, teacher = cfgs["teacher_null_control"].DUALALIGN, cfgs["self_training"].DUALALIGN
+    # The same teacher pipeline, evaluated the same way ...
+    for key in ("METHOD", "PSEUDO.SOURCE", "PSEUDO.BOXES", "STRONG_AUG.ENABLED", "TEACHER"):
+        a, b = null, teacher
+        for part in key.split("."):
+            a, b = a[part], b[part]
+        assert a == b, key
+    assert null.TEACHER.EVAL_TEACHER
+    # ... with nothing learnt from the unlabelled half.
+    assert not null.PSEUDO.CLS_LOSS and teacher.PSEUDO.CLS_LOSS
+    assert not any(null.LOSS.values())
