@@ -430,6 +430,12 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
             a: {"mAP": sum(r["mAP"] for r in rs.values()) / len(rs), "n": len(rs)}
             for a, rs in by_arm.items()
         }
+        for a, rs in by_arm.items():
+            # Teacher arms are scored by their teacher; the student is reported beside it.
+            student = [r["final"]["models"]["student"]["mAP"] for r in rs.values()
+                       if "student" in r.get("final", {}).get("models", {})]  # fmt: skip
+            if student:
+                arms[a]["student_final_mAP"] = sum(student) / len(student)
         deltas = {}
         ref = by_arm.get("supervised", {})
         for arm, rs in by_arm.items():
@@ -514,20 +520,25 @@ def write_tables(summary: dict, out_dir: str) -> None:
                 f"| {b['fraction'] * 100:g} %, split {b['split_seed']} | {b['iterations']} | "
                 f"{b['val_images']} | {move} | {b['final_val_mAP']:.2f} |"
             )
+    split = summary.get("settings", {}).get("score_split", "test")
     for fraction, block in summary["fractions"].items():
-        lines += ["", f"## {float(fraction) * 100:g} % labelled", ""]
+        lines += ["", f"## {float(fraction) * 100:g} % labelled (scored on {split})", ""]
         lines += [
             "| arm | mAP (mean over pairs) | delta vs supervised: mean [95 % t] (n) "
             "| pairs for a +-half-width t-interval at this spread "
-            "| last evaluation: delta [95 % bootstrap over test images] (pairs) |"
+            f"| last evaluation: delta [95 % bootstrap over {split} images] (pairs) "
+            "| student at the end (teacher arms) |"
         ]
-        lines += ["|---|---|---|---|---|"]
+        lines += ["|---|---|---|---|---|---|"]
         for arm, a in block["arms"].items():
             d = block["delta_vs_supervised"].get(arm) or {}
             size = d.get("pairs_for_half_width")
             size = f"{size['pairs']} for +-{size['half_width']:g}" if size else ""
             delta = _fmt(d) if d else "reference"
-            lines.append(f"| {arm} | {a['mAP']:.2f} | {delta} | {size} | {_fmt_boot(d)} |")
+            student = f"{a['student_final_mAP']:.2f}" if "student_final_mAP" in a else ""
+            lines.append(
+                f"| {arm} | {a['mAP']:.2f} | {delta} | {size} | {_fmt_boot(d)} | {student} |"
+            )
         lines += _diagnostics_table(block)
     atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")
 

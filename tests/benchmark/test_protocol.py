@@ -212,3 +212,25 @@ def test_every_arm_builds_and_the_teacher_null_control_has_no_unsupervised_term(
     # ... with nothing learnt from the unlabelled half.
     assert not null.PSEUDO.CLS_LOSS and teacher.PSEUDO.CLS_LOSS
     assert not any(null.LOSS.values())
+
+
+def test_tables_name_the_scored_split_and_report_the_teacher_arms_student(tmp_path):
+    from dualalign.benchmark.protocol import write_tables
+
+    summary = {
+        "gates": {"plateau": True},
+        "settings": {"score_split": "val"},
+        "fractions": {"0.25": {
+            "arms": {"supervised": {"mAP": 65.0, "n": 1},
+                     "self_training": {"mAP": 66.0, "n": 1, "student_final_mAP": 61.5}},
+            "delta_vs_supervised": {"self_training": {"mean": 1.0, "ci95": [None, None], "n": 1}},
+            "diagnostics": {},
+        }},
+    }  # fmt: skip
+    write_tables(summary, str(tmp_path))
+    md = (tmp_path / "tables.md").read_text()
+    assert "## 25 % labelled (scored on val)" in md and "bootstrap over val images" in md
+    row = next(line for line in md.splitlines() if line.startswith("| self_training | 66.00"))
+    assert row.rstrip(" |").endswith("61.50")
+    sup = next(line for line in md.splitlines() if line.startswith("| supervised | 65.00"))
+    assert sup.count("|") == row.count("|")  # the same columns, the student cell empty
