@@ -20,6 +20,7 @@ from dualalign.benchmark.datasets import prepare_cervix93_protocol
 from dualalign.benchmark.protocol import (
     ARMS,
     ProtocolSettings,
+    summary_dir,
     prepare_synthetic,
     run_protocol,
     summarize_finished,
@@ -105,7 +106,7 @@ def main(argv=None):
         summary = summarize_finished(s, data, args.output)
     else:
         summary = run_protocol(s, data, args.output)
-    print(f"wrote {args.output}/summary.json, tables.md, paired_deltas.png")
+    print(f"wrote {summary_dir(s, args.output)}/summary.json, tables.md, paired_deltas.png")
     return 1 if summary["gates"]["messages"] and not (args.pilot or args.ignore_gates) else 0
 
 

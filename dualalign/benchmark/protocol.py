@@ -55,6 +55,7 @@ __all__ = [
     "model_digest",
     "run_protocol",
     "summarize",
+    "summary_dir",
     "summarize_finished",
 ]
 
@@ -141,7 +142,8 @@ def _runs_dir(s: ProtocolSettings, out: str) -> str:
     return os.path.join(out, "runs" if s.score_split == "test" else "val_runs")
 
 
-def _summary_dir(s: ProtocolSettings, out: str) -> str:
+def summary_dir(s: ProtocolSettings, out: str) -> str:
+    """Where summary.json and tables.md go: ``out``, or ``out/val_search/<tag>`` for a search."""
     return out if s.score_split == "test" else os.path.join(out, "val_search", s.tag or "default")
 
 
@@ -630,7 +632,7 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
 def write_summary(s: ProtocolSettings, runs, gates, test_json: str, out_dir: str) -> dict:
     """``summary.json``, ``tables.md`` and ``paired_deltas.png`` of ``runs`` under ``gates``."""
     summary = summarize(runs, gates, test_json, s)
-    out_dir = _summary_dir(s, out_dir)
+    out_dir = summary_dir(s, out_dir)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
     write_tables(summary, out_dir)
