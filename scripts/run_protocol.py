@@ -20,10 +20,10 @@ from dualalign.benchmark.datasets import prepare_cervix93_protocol
 from dualalign.benchmark.protocol import (
     ARMS,
     ProtocolSettings,
-    summary_dir,
     prepare_synthetic,
     run_protocol,
     summarize_finished,
+    summary_dir,
 )
 
 

@@ -55,8 +55,8 @@ __all__ = [
     "model_digest",
     "run_protocol",
     "summarize",
-    "summary_dir",
     "summarize_finished",
+    "summary_dir",
 ]
 
 # 300 val patches: on 60, a plateaued 25 % burn-in's three last-fifth evaluations spread by
