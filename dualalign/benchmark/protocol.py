@@ -109,10 +109,12 @@ class ProtocolSettings:
 
     config_dir: str = "configs/synthetic"
     suffix: str = "_R18_cpu"
-    burn_in_iters: int = 1200  # stage A at the continued fractions (25 %)
-    # stage A at the gate-only fractions (100 %: four times the labels, still rising 4 points
-    # over the last fifth of 1200 iterations); 0: burn_in_iters
-    gate_burn_in_iters: int = 2400
+    # stage A at the continued fractions (25 %): at 1200 iterations the val mAP still moved 1.38
+    # points over the last fifth, at 2400 0.71 (split 0, 300 val patches; docs/RESULTS.md)
+    burn_in_iters: int = 2400
+    # stage A at the gate-only fractions (100 %: four times the labels, still moving 1.29 points
+    # over the last fifth of 2400 iterations); 0: burn_in_iters
+    gate_burn_in_iters: int = 3600
     burn_in_lr: float = 0.01
     burn_in_step: float = 0.7  # the lr drop, as a fraction of stage A (before its last fifth)
     continue_iters: int = 500
@@ -252,12 +254,59 @@ def _count_images(coco_json: str) -> int:
         return len(json.load(f)["images"])
 
 
+def _train_burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, run_dir: str):
+    """Trains stage A for (``fraction``, ``split``) into ``run_dir``; returns its checkpoint."""
+    n = burn_in_iters(s, fraction)
+    opts = s.opts + data["opts"] + _fraction_opts(data, fraction) + [
+        "DATASETS.TEST", f"('{data['val_name']}',)",
+        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
+        "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "SEED", str(split),
+        "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.burn_in_lr),
+        "SOLVER.STEPS", f"({int(n * s.burn_in_step)},)",
+        "SOLVER.WARMUP_ITERS", str(min(100, n // 5)),
+        "SOLVER.CHECKPOINT_PERIOD", str(n), "TEST.EVAL_PERIOD", str(max(1, n // 10)),
+    ]  # fmt: skip
+    _train(_config(s, "supervised"), opts, run_dir, s.jobs)
+    checkpoint = os.path.join(run_dir, "model_final.pth")
+    last = os.path.join(run_dir, f"model_{n - 1:07d}.pth")  # the periodic copy of the final one
+    if os.path.isfile(last) and os.path.isfile(checkpoint):
+        os.remove(last)
+    return checkpoint
+
+
+def _rebuild_checkpoint(s, data, record: dict, run_dir: str) -> dict:
+    """A recorded burn-in whose checkpoint is not on this machine (checkpoints stay out of git)
+    is trained again into ``run_dir/rebuilt`` and accepted only if its ``model_digest`` equals
+    the recorded one: stage B runs from then on continue from the very same weights as the
+    committed ones, so pairs made on different machines or days stay paired."""
+    rebuilt_dir = os.path.join(run_dir, "rebuilt")
+    checkpoint = os.path.join(rebuilt_dir, "model_final.pth")
+    if not os.path.isfile(checkpoint):
+        if os.path.isdir(rebuilt_dir):  # an interrupted rebuild: no checkpoint, nothing kept
+            import shutil
+
+            shutil.rmtree(rebuilt_dir)
+        _train_burn_in(s, data, record["fraction"], record["split_seed"], rebuilt_dir)
+    digest = model_digest(checkpoint)
+    if digest != record["model_digest"]:
+        raise RuntimeError(
+            f"{run_dir}: the rebuilt burn-in ({checkpoint}) has model digest {digest[:12]}, the "
+            f"recorded one {record['model_digest'][:12]}: this machine does not reproduce stage "
+            "A bit for bit, so new stage B runs would not be paired with the committed ones. "
+            f"Compare the val curves in {rebuilt_dir}/metrics.json with result.json; to start a "
+            "new record, move the protocol folder aside (nothing in it is overwritten)."
+        )
+    return dict(record, checkpoint=checkpoint, rebuilt=True)
+
+
 def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: str) -> dict:
     """Stage A for one (fraction, split seed): supervised, evaluated on val every tenth.
 
     A finished burn-in is reused only if it was made with this length and val split; otherwise
     it is an error (the folder is kept: move it aside to run it again, and compare its
     ``model_digest`` with the new one's: stage B runs continued from it stay valid if equal).
+    A finished burn-in whose checkpoint is missing (a fresh checkout) is rebuilt and must
+    reproduce its recorded digest (:func:`_rebuild_checkpoint`).
     """
     run_dir = os.path.join(out, "burn_in", f"f{fraction:g}_split{split}")
     result = os.path.join(run_dir, "result.json")
@@ -273,32 +322,26 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
                 f"Move {run_dir} aside (e.g. to {run_dir}_previous) to run it again; nothing "
                 "in it is overwritten."
             )
+        if not os.path.isfile(record["checkpoint"]) and _needs_checkpoint(s, fraction):
+            record = _rebuild_checkpoint(s, data, record, run_dir)
         return record
-    opts = s.opts + data["opts"] + _fraction_opts(data, fraction) + [
-        "DATASETS.TEST", f"('{data['val_name']}',)",
-        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
-        "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "SEED", str(split),
-        "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.burn_in_lr),
-        "SOLVER.STEPS", f"({int(n * s.burn_in_step)},)",
-        "SOLVER.WARMUP_ITERS", str(min(100, n // 5)),
-        "SOLVER.CHECKPOINT_PERIOD", str(n), "TEST.EVAL_PERIOD", str(max(1, n // 10)),
-    ]  # fmt: skip
-    _train(_config(s, "supervised"), opts, run_dir, s.jobs)
-    history = _eval_history(os.path.join(run_dir, "metrics.json"))
-    checkpoint = os.path.join(run_dir, "model_final.pth")
-    last = os.path.join(run_dir, f"model_{n - 1:07d}.pth")  # the periodic copy of the final one
-    if os.path.isfile(last) and os.path.isfile(checkpoint):
-        os.remove(last)
+    checkpoint = _train_burn_in(s, data, fraction, split, run_dir)
     record = {
         "fraction": fraction,
         "split_seed": split,
         **want,
-        "val_mAP_history": history,
+        "val_mAP_history": _eval_history(os.path.join(run_dir, "metrics.json")),
         "checkpoint": checkpoint,
         "model_digest": model_digest(checkpoint),
     }
     atomic_write_json(result, record)
     return record
+
+
+def _needs_checkpoint(s: ProtocolSettings, fraction: float) -> bool:
+    """Whether stage B will continue from this fraction's burn-ins (the gates read only the
+    recorded val curves)."""
+    return fraction in s.continue_fractions and bool(s.arms)
 
 
 def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:

@@ -45,7 +45,7 @@ def test_gates_on_stage_a_curves():
 def test_gate_only_fractions_get_their_own_stage_a_length():
     s = ProtocolSettings(burn_in_iters=1200, gate_burn_in_iters=2400)
     assert burn_in_iters(s, 0.25) == 1200 and burn_in_iters(s, 1.0) == 2400
-    assert burn_in_iters(ProtocolSettings(gate_burn_in_iters=0), 1.0) == 1200
+    assert burn_in_iters(dataclasses.replace(s, gate_burn_in_iters=0), 1.0) == 1200
 
 
 def test_run_diagnostics_reduce_the_logged_values(tmp_path):
@@ -76,6 +76,50 @@ def test_burn_in_cells_longest_first_then_continued_fractions_gate_only_once():
     # A longer gate-only burn-in starts first, so that two jobs end together.
     s = dataclasses.replace(s, gate_burn_in_iters=2400)
     assert burn_in_cells(s) == [(1.0, 3), (0.25, 3), (0.25, 5)]
+
+
+def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_must_match_its_digest(
+    tmp_path, monkeypatch
+):
+    import torch
+
+    from dualalign.benchmark import protocol
+
+    weights = {"w": torch.arange(4.0)}
+    trained = []
+
+    def fake_train(s, data, fraction, split, run_dir):  # stands in for train_net.py
+        trained.append(run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        torch.save({"model": weights}, os.path.join(run_dir, "model_final.pth"))
+        return os.path.join(run_dir, "model_final.pth")
+
+    monkeypatch.setattr(protocol, "_train_burn_in", fake_train)
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps({"images": [{"id": 1}, {"id": 2}]}))
+    data = {"val_json": str(val)}
+    s = ProtocolSettings(burn_in_iters=10, fractions=(0.25,), arms=("supervised",))
+    run_dir = tmp_path / "burn_in" / "f0.25_split0"
+    run_dir.mkdir(parents=True)
+    fake_train(s, data, 0.25, 0, str(tmp_path / "original"))
+    record = {
+        "fraction": 0.25, "split_seed": 0, "iterations": 10, "val_images": 2,
+        "val_mAP_history": [[9, 50.0]], "checkpoint": str(run_dir / "model_final.pth"),
+        "model_digest": model_digest(str(tmp_path / "original" / "model_final.pth")),
+    }  # fmt: skip
+    (run_dir / "result.json").write_text(json.dumps(record))
+    # stage A only: the gates read the recorded curves, nothing is trained
+    assert burn_in(dataclasses.replace(s, arms=()), data, 0.25, 0, str(tmp_path)) == record
+    assert len(trained) == 1
+    got = burn_in(s, data, 0.25, 0, str(tmp_path))
+    assert got["checkpoint"] == str(run_dir / "rebuilt" / "model_final.pth") and got["rebuilt"]
+    assert json.loads((run_dir / "result.json").read_text()) == record  # the record is kept
+    assert burn_in(s, data, 0.25, 0, str(tmp_path)) == got and len(trained) == 2  # reused
+    weights["w"] = torch.arange(4.0) + 1e-6  # a machine that does not reproduce stage A
+    (run_dir / "rebuilt" / "model_final.pth").unlink()
+    with pytest.raises(RuntimeError, match="digest .* recorded one .* not be paired"):
+        burn_in(s, data, 0.25, 0, str(tmp_path))
+    assert json.loads((run_dir / "result.json").read_text()) == record
 
 
 @pytest.mark.slow
@@ -188,7 +232,8 @@ def test_script_flags_reach_the_settings(monkeypatch):
     monkeypatch.setattr(script, "run_protocol", fake_run)
     assert script.main(["--stage-a-only", "--gate-burn-in-iters", "3000"]) == 0
     s = seen["settings"]
-    assert s.arms == () and s.gate_burn_in_iters == 3000 and s.burn_in_iters == 1200
+    assert s.arms == () and s.gate_burn_in_iters == 3000
+    assert s.burn_in_iters == ProtocolSettings.burn_in_iters
     assert seen["out"] == os.path.join("results", "protocol", "synthetic")
     script.main(["--arms", "supervised", "dualalign", "--bootstrap-samples", "0"])
     assert seen["settings"].arms == ("supervised", "dualalign")
