@@ -63,6 +63,9 @@ def add_dualalign_config(cfg):
     # proposals are sampled against them by IoU like labelled ones (needs SOURCE "teacher").
     _C.DUALALIGN.PSEUDO.BOXES = False
     _C.DUALALIGN.PSEUDO.BOX_THRESH = 0.7  # teacher score above which a detection is a box
+    # Teacher detections scored in (IGNORE_THRESH, BOX_THRESH] are ignore regions: a proposal
+    # matched to one is neither foreground nor background. >= BOX_THRESH: none (default).
+    _C.DUALALIGN.PSEUDO.IGNORE_THRESH = 1.0
     # Classification loss loss_cls_u on the proposals sampled against pseudo-boxes (needs
     # BOXES); weighted by lambda(t) like the metric terms.
     _C.DUALALIGN.PSEUDO.CLS_LOSS = False
@@ -216,6 +219,13 @@ def validate_dualalign_config(cfg):
             d.PSEUDO.BOX_THRESH,
             0 <= d.PSEUDO.BOX_THRESH < 1,
             "0 <= value < 1",
+        ),
+        (
+            "DUALALIGN.PSEUDO.IGNORE_THRESH",
+            d.PSEUDO.IGNORE_THRESH,
+            0 <= d.PSEUDO.IGNORE_THRESH <= 1
+            and (d.PSEUDO.IGNORE_THRESH >= d.PSEUDO.BOX_THRESH or d.PSEUDO.BOXES),
+            "0 <= value <= 1; below DUALALIGN.PSEUDO.BOX_THRESH only with DUALALIGN.PSEUDO.BOXES",
         ),
         (
             "DUALALIGN.PSEUDO.CLS_LOSS",

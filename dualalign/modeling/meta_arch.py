@@ -36,7 +36,8 @@ class DualAlignRCNN(SemiSupervisedRCNN):
       ``DUALALIGN.PSEUDO.BOX_THRESH`` are pseudo-boxes (:mod:`.pseudo_boxes`) against which the
       ROI heads sample the unlabelled proposals; ``DUALALIGN.PSEUDO.CLS_LOSS`` adds the
       classification loss ``loss_cls_u`` on them (with every metric term off, this is the
-      self-training baseline).
+      self-training baseline); ``DUALALIGN.PSEUDO.IGNORE_THRESH`` below the box threshold makes
+      the detections between the two ignore regions (neither foreground nor background).
     * ``DUALALIGN.STRONG_AUG.ENABLED``: the student sees a strong view of the unlabelled images
       (:mod:`.strong_view`; the geometry is unchanged, so the teacher's boxes apply as they are).
     """
@@ -49,12 +50,14 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         *args,
         pseudo_boxes: bool = False,
         box_thresh: float = 0.7,
+        ignore_thresh: float = 1.0,
         strong_view: Optional[StrongViewSettings] = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.pseudo_boxes = pseudo_boxes
         self.box_thresh = box_thresh
+        self.ignore_thresh = ignore_thresh
         self.strong_view = strong_view
 
     @classmethod
@@ -67,6 +70,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             use_teacher=d.PSEUDO.SOURCE == "teacher",
             pseudo_boxes=d.PSEUDO.BOXES,
             box_thresh=d.PSEUDO.BOX_THRESH,
+            ignore_thresh=d.PSEUDO.IGNORE_THRESH,
             strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
         )
         return ret
@@ -97,7 +101,8 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         images_w = self.preprocess_image(unlabeled)
         if self.pseudo_boxes:
             detections = self.teacher_detections(images_w)
-            return {"unlabeled_targets": pseudo_box_targets(detections, self.box_thresh)}
+            targets = pseudo_box_targets(detections, self.box_thresh, self.ignore_thresh)
+            return {"unlabeled_targets": targets}
         k = self.roi_heads.unlabeled_proposals_per_image
         boxes = [p.proposal_boxes.tensor[:k] for p in proposals_u]
         return {"unlabeled_logits": self.teacher_logits(images_w, boxes)}

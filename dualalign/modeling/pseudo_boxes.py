@@ -8,6 +8,13 @@ against them by IoU exactly as labelled proposals are against the true boxes
 (``label_and_sample_proposals``): each object counts once however many proposals overlap it,
 and the unlabelled side has background proposals too. A proposal's confidence q_i (Eq. 4) is
 the teacher's score of the box it matched.
+
+With ``DUALALIGN.PSEUDO.IGNORE_THRESH`` below ``BOX_THRESH``, the teacher's detections scored in
+(``IGNORE_THRESH``, ``BOX_THRESH``] are *ignore regions*: pseudo ground truth of class -1, so that
+a proposal matched to one is neither foreground nor background (detectron2's sampler skips
+label -1). Without them, an object the teacher is unsure of is background to the student:
+at a high ``BOX_THRESH`` (high precision, low recall) most missed objects are trained as
+background (Soft Teacher's reason for weighting background proposals by the teacher's score).
 """
 
 from typing import List
@@ -19,12 +26,16 @@ __all__ = ["pseudo_box_targets"]
 
 
 @torch.no_grad()
-def pseudo_box_targets(detections: List[Instances], score_thresh: float) -> List[Instances]:
+def pseudo_box_targets(
+    detections: List[Instances], score_thresh: float, ignore_thresh: float = 1.0
+) -> List[Instances]:
     """Pseudo ground truth from detections (``pred_boxes``, ``pred_classes``, ``scores``).
 
     Args:
         detections: per image, the teacher's detections (after NMS).
         score_thresh: keep detections whose score is strictly greater than this.
+        ignore_thresh: detections scored in (``ignore_thresh``, ``score_thresh``] are kept as
+            ignore regions, of class -1 (none when ``ignore_thresh >= score_thresh``).
 
     Returns:
         per image, ``Instances`` with ``gt_boxes``, ``gt_classes`` and ``gt_scores`` (the field
@@ -32,10 +43,12 @@ def pseudo_box_targets(detections: List[Instances], score_thresh: float) -> List
     """
     out = []
     for det in detections:
-        keep = det.scores > score_thresh
+        keep = det.scores > min(score_thresh, ignore_thresh)
         target = Instances(det.image_size)
         target.gt_boxes = det.pred_boxes[keep]
-        target.gt_classes = det.pred_classes[keep]
+        classes = det.pred_classes[keep].clone()
+        classes[det.scores[keep] <= score_thresh] = -1
+        target.gt_classes = classes
         target.gt_scores = det.scores[keep]
         out.append(target)
     return out

@@ -3,7 +3,7 @@ EMBED.GRAD_SCALE): each changes what it should and nothing else."""
 
 import pytest
 import torch
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from dualalign_testing import quick_schedule
 from test_dualalign_model import CPU_CFG, build, fake_batch
@@ -81,6 +81,18 @@ def test_pseudo_box_targets_keep_scores_strictly_above_the_threshold():
     assert t.gt_boxes.tensor.tolist() == [[0.0, 0, 10, 10]] and t.image_size == (64, 64)
 
 
+def test_pseudo_box_targets_make_the_band_below_the_threshold_ignore_regions():
+    det = Instances((64, 64))
+    det.pred_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 3, 3]]))
+    det.scores = torch.tensor([0.9, 0.7, 0.3])
+    det.pred_classes = torch.tensor([2, 0, 1])
+    (t,) = pseudo_box_targets([det], 0.7, ignore_thresh=0.5)
+    assert t.gt_classes.tolist() == [2, -1] and t.gt_scores.tolist() == pytest.approx([0.9, 0.7])
+    (t,) = pseudo_box_targets([det], 0.7, ignore_thresh=0.7)  # no band: the default behaviour
+    assert t.gt_classes.tolist() == [2]
+    assert det.pred_classes.tolist() == [2, 0, 1]  # the detections are not modified
+
+
 @pytest.mark.parametrize("scale", [0.0, 0.25, 1.0])
 def test_scale_gradient_is_identity_forward_and_scales_backward(scale):
     x = torch.randn(4, 3, requires_grad=True)
@@ -153,6 +165,58 @@ def test_without_pseudo_boxes_the_unlabeled_side_is_background_only():
     assert losses["loss_cls_u"].item() > 0  # every sampled row is background for the CE
 
 
+def test_ignore_regions_take_proposals_out_of_the_unlabeled_sample_and_nothing_else(monkeypatch):
+    from detectron2.structures import pairwise_iou
+
+    region = [[8.0, 8.0, 100.0, 100.0]]  # one unsure detection (0.5) per unlabelled image
+
+    def unsure_detections(images):
+        out = []
+        for size in images.image_sizes:
+            det = Instances(size)
+            det.pred_boxes = Boxes(torch.tensor(region))
+            det.scores, det.pred_classes = torch.tensor([0.5]), torch.tensor([1])
+            out.append(det)
+        return out
+
+    runs = {}
+    for name, ignore in (("off", 1.0), ("band", 0.3)):
+        torch.manual_seed(0)  # the same initial weights
+        _, model = build(
+            TEACHER_CFG, f"ign{name}",
+            DUALALIGN__PSEUDO__BOX_THRESH=0.7, DUALALIGN__PSEUDO__IGNORE_THRESH=ignore,
+        )  # fmt: skip
+        monkeypatch.setattr(model, "teacher_detections", unsure_detections)
+        real, sampled = model.roi_heads.label_and_sample_proposals, []
+        monkeypatch.setattr(
+            model.roi_heads, "label_and_sample_proposals",
+            lambda p, t: sampled.extend(real(p, t)) or sampled[-len(p):],
+        )  # fmt: skip
+        runs[name] = (step_losses(model), sampled[2:])  # the 2 unlabelled images
+    (off, u_off), (band, u_band) = runs["off"], runs["band"]
+    for k in SUPERVISED:  # the labelled side is sampled and trained as before
+        assert torch.equal(off[k], band[k]), k
+    iou = [pairwise_iou(p.proposal_boxes, Boxes(torch.tensor(region)))[:, 0] for p in u_band]
+    assert all((v < 0.5).all() for v in iou)  # nothing matched to the region is sampled
+    for p in u_off + u_band:  # both: every sampled unlabelled row is background
+        assert (p.gt_classes == model.roi_heads.num_classes).all()
+    # Through detectron2's sampler directly: 10 proposals on the region, 10 away from it.
+    near = torch.tensor(region) + torch.arange(10.0)[:, None]
+    far = torch.tensor([[100.0, 100.0, 120.0, 120.0]]).repeat(10, 1)
+    proposals = Instances((128, 128))
+    proposals.proposal_boxes = Boxes(torch.cat([near, far]))
+    proposals.objectness_logits = torch.zeros(20)
+    heads = model.roi_heads
+    heads.proposal_append_gt = False
+    (detections,) = unsure_detections(ImageList(torch.zeros(1, 3, 128, 128), [(128, 128)]))
+    for ignore, kept in ((1.0, 20), (0.3, 10)):
+        (target,) = pseudo_box_targets([detections], 0.7, ignore)
+        with EventStorage():  # the sampler logs its fg / bg counts
+            (sample,) = heads.label_and_sample_proposals([proposals], [target])
+        assert len(sample) == kept and (sample.gt_classes == heads.num_classes).all()
+    assert not torch.equal(off["loss_cls_u"], band["loss_cls_u"])
+
+
 def test_self_training_config_has_the_classification_loss_only():
     off = {f"DUALALIGN__LOSS__{k}": False for k in ("PML_LABELED", "PML_UNLABELED",
                                                     "PMB_LABELED", "PMB_UNLABELED")}  # fmt: skip
@@ -208,6 +272,7 @@ def test_grad_scale_scales_the_metric_gradient_into_h_and_nothing_else():
         (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.CLS_LOSS", "True"],
          "DUALALIGN.PSEUDO.CLS_LOSS"),
         (["DUALALIGN.EMBED.GRAD_SCALE", "-1"], "DUALALIGN.EMBED.GRAD_SCALE"),
+        (["DUALALIGN.PSEUDO.IGNORE_THRESH", "0.3"], "DUALALIGN.PSEUDO.IGNORE_THRESH"),
     ],
 )  # fmt: skip
 def test_impossible_teacher_settings_are_refused_with_the_key(opts, key):
