@@ -274,11 +274,36 @@ def _train_burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int,
     return checkpoint
 
 
-def _rebuild_checkpoint(s, data, record: dict, run_dir: str) -> dict:
+def _runs_from(out: str, fraction: float, split: int, digest: str) -> List[str]:
+    """Stage B runs (test and val) of ``out`` continued from the (``fraction``, ``split``)
+    burn-in with ``digest`` (or from an unrecorded one: runs made before digests were kept)."""
+    found = []
+    for runs_dir in ("runs", "val_runs"):
+        root = os.path.join(out, runs_dir)
+        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            path = os.path.join(root, name, "result.json")
+            if not os.path.isfile(path):
+                continue
+            with open(path) as f:
+                r = json.load(f)
+            if (r.get("fraction"), r.get("split_seed")) == (fraction, split) and r.get(
+                "burn_in_digest", digest
+            ) == digest:
+                found.append(os.path.join(runs_dir, name))
+    return found
+
+
+def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     """A recorded burn-in whose checkpoint is not on this machine (checkpoints stay out of git)
-    is trained again into ``run_dir/rebuilt`` and accepted only if its ``model_digest`` equals
-    the recorded one: stage B runs from then on continue from the very same weights as the
-    committed ones, so pairs made on different machines or days stay paired."""
+    is trained again into ``run_dir/rebuilt``.
+
+    Same ``model_digest``: the record stands, stage B continues from the rebuilt checkpoint.
+    Another digest (the machine does not reproduce stage A bit for bit: another CPU's kernels
+    round differently, and training amplifies it): if no stage B run continued from the recorded
+    burn-in, the rebuilt one replaces it (the record keeps the replaced one's digest and val
+    curve under ``replaced``; its ``metrics.json`` becomes the new one's); otherwise it is an
+    error, since new runs would not be paired with the committed ones.
+    """
     rebuilt_dir = os.path.join(run_dir, "rebuilt")
     checkpoint = os.path.join(rebuilt_dir, "model_final.pth")
     if not os.path.isfile(checkpoint):
@@ -288,15 +313,32 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str) -> dict:
             shutil.rmtree(rebuilt_dir)
         _train_burn_in(s, data, record["fraction"], record["split_seed"], rebuilt_dir)
     digest = model_digest(checkpoint)
-    if digest != record["model_digest"]:
+    if digest == record["model_digest"]:
+        return dict(record, checkpoint=checkpoint, rebuilt=True)
+    dependent = _runs_from(out, record["fraction"], record["split_seed"], record["model_digest"])
+    if dependent:
         raise RuntimeError(
             f"{run_dir}: the rebuilt burn-in ({checkpoint}) has model digest {digest[:12]}, the "
             f"recorded one {record['model_digest'][:12]}: this machine does not reproduce stage "
-            "A bit for bit, so new stage B runs would not be paired with the committed ones. "
-            f"Compare the val curves in {rebuilt_dir}/metrics.json with result.json; to start a "
-            "new record, move the protocol folder aside (nothing in it is overwritten)."
+            f"A bit for bit, so new stage B runs would not be paired with the {len(dependent)} "
+            f"committed ones continued from it ({', '.join(dependent[:3])}, ...). Finish this "
+            "burn-in's pairs on a machine that reproduces it, or move the protocol folder aside "
+            "to start a new record (nothing in it is overwritten)."
         )
-    return dict(record, checkpoint=checkpoint, rebuilt=True)
+    import shutil
+
+    replaced = {k: record.get(k) for k in ("model_digest", "val_mAP_history")}
+    metrics = os.path.join(rebuilt_dir, "metrics.json")
+    new = dict(
+        {k: v for k, v in record.items() if k not in ("replaced", "rebuilt")},
+        val_mAP_history=[list(h) for h in _eval_history(metrics)],
+        checkpoint=checkpoint,
+        model_digest=digest,
+        replaced=dict(replaced, reason="not reproduced here; no stage B run continued from it"),
+    )
+    shutil.copyfile(metrics, os.path.join(run_dir, "metrics.json"))
+    atomic_write_json(os.path.join(run_dir, "result.json"), new)
+    return new
 
 
 def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: str) -> dict:
@@ -305,8 +347,8 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
     A finished burn-in is reused only if it was made with this length and val split; otherwise
     it is an error (the folder is kept: move it aside to run it again, and compare its
     ``model_digest`` with the new one's: stage B runs continued from it stay valid if equal).
-    A finished burn-in whose checkpoint is missing (a fresh checkout) is rebuilt and must
-    reproduce its recorded digest (:func:`_rebuild_checkpoint`).
+    A finished burn-in whose checkpoint is missing (a fresh checkout) is rebuilt; it must
+    reproduce its recorded digest if stage B runs continued from it (:func:`_rebuild_checkpoint`).
     """
     run_dir = os.path.join(out, "burn_in", f"f{fraction:g}_split{split}")
     result = os.path.join(run_dir, "result.json")
@@ -323,7 +365,7 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
                 "in it is overwritten."
             )
         if not os.path.isfile(record["checkpoint"]) and _needs_checkpoint(s, fraction):
-            record = _rebuild_checkpoint(s, data, record, run_dir)
+            record = _rebuild_checkpoint(s, data, record, run_dir, out)
         return record
     checkpoint = _train_burn_in(s, data, fraction, split, run_dir)
     record = {
@@ -437,6 +479,7 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
         "fraction": fraction,
         "split_seed": split,
         "order_seed": order,
+        "burn_in_digest": model_digest(checkpoint),  # pairs continue from the same weights
         "final": final_ap,
         "mAP_last": scores,
         "mAP": sum(scores) / len(scores),

@@ -78,7 +78,7 @@ def test_burn_in_cells_longest_first_then_continued_fractions_gate_only_once():
     assert burn_in_cells(s) == [(1.0, 3), (0.25, 3), (0.25, 5)]
 
 
-def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_must_match_its_digest(
+def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_digest(
     tmp_path, monkeypatch
 ):
     import torch
@@ -115,11 +115,29 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_must_match_its
     assert got["checkpoint"] == str(run_dir / "rebuilt" / "model_final.pth") and got["rebuilt"]
     assert json.loads((run_dir / "result.json").read_text()) == record  # the record is kept
     assert burn_in(s, data, 0.25, 0, str(tmp_path)) == got and len(trained) == 2  # reused
-    weights["w"] = torch.arange(4.0) + 1e-6  # a machine that does not reproduce stage A
+    # A machine that does not reproduce stage A, with a stage B run continued from the record:
+    weights["w"] = torch.arange(4.0) + 1e-6
     (run_dir / "rebuilt" / "model_final.pth").unlink()
-    with pytest.raises(RuntimeError, match="digest .* recorded one .* not be paired"):
+    stage_b = tmp_path / "runs" / "supervised_f0.25_split0_order0"
+    stage_b.mkdir(parents=True)
+    b_record = {"fraction": 0.25, "split_seed": 0, "burn_in_digest": record["model_digest"]}
+    (stage_b / "result.json").write_text(json.dumps(b_record))
+    with pytest.raises(RuntimeError, match="digest .* recorded one .* not be paired .* 1 comm"):
         burn_in(s, data, 0.25, 0, str(tmp_path))
-    assert json.loads((run_dir / "result.json").read_text()) == record
+    assert json.loads((run_dir / "result.json").read_text()) == record  # nothing overwritten
+    # ... and without one: the rebuilt burn-in replaces the record, which keeps the old one.
+    (stage_b / "result.json").write_text(json.dumps(dict(b_record, burn_in_digest="other")))
+    (run_dir / "rebuilt" / "metrics.json").write_text(
+        json.dumps({"iteration": 9, "bbox/mAP": 48.0}) + "\n"
+    )
+    new = burn_in(s, data, 0.25, 0, str(tmp_path))
+    assert new["model_digest"] == model_digest(str(run_dir / "rebuilt" / "model_final.pth"))
+    assert new["model_digest"] != record["model_digest"] and new["val_mAP_history"] == [[9, 48.0]]
+    assert new["replaced"]["model_digest"] == record["model_digest"]
+    assert new["replaced"]["val_mAP_history"] == [[9, 50.0]]
+    assert json.loads((run_dir / "result.json").read_text()) == new
+    assert "48.0" in (run_dir / "metrics.json").read_text()
+    assert burn_in(s, data, 0.25, 0, str(tmp_path))["model_digest"] == new["model_digest"]
 
 
 @pytest.mark.slow
