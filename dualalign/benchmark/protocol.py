@@ -249,6 +249,25 @@ def model_digest(checkpoint: str) -> str:
     return h.hexdigest()
 
 
+def _machine() -> dict:
+    """What a burn-in's bits depend on besides the code and the data: torch's build and the
+    CPU kernels it picked (a burn-in is reproduced bit for bit on one machine, not across)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu,
+    }
+
+
 def _count_images(coco_json: str) -> int:
     with open(coco_json) as f:
         return len(json.load(f)["images"])
@@ -319,21 +338,23 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     if dependent:
         raise RuntimeError(
             f"{run_dir}: the rebuilt burn-in ({checkpoint}) has model digest {digest[:12]}, the "
-            f"recorded one {record['model_digest'][:12]}: this machine does not reproduce stage "
-            f"A bit for bit, so new stage B runs would not be paired with the {len(dependent)} "
+            f"recorded one {record['model_digest'][:12]}: this machine ({_machine()}) does not "
+            f"reproduce stage A (recorded on {record.get('machine', 'an unrecorded machine')}) "
+            f"bit for bit, so new stage B runs would not be paired with the {len(dependent)} "
             f"committed ones continued from it ({', '.join(dependent[:3])}, ...). Finish this "
             "burn-in's pairs on a machine that reproduces it, or move the protocol folder aside "
             "to start a new record (nothing in it is overwritten)."
         )
     import shutil
 
-    replaced = {k: record.get(k) for k in ("model_digest", "val_mAP_history")}
+    replaced = {k: record.get(k) for k in ("model_digest", "val_mAP_history", "machine")}
     metrics = os.path.join(rebuilt_dir, "metrics.json")
     new = dict(
         {k: v for k, v in record.items() if k not in ("replaced", "rebuilt")},
         val_mAP_history=[list(h) for h in _eval_history(metrics)],
         checkpoint=checkpoint,
         model_digest=digest,
+        machine=_machine(),
         replaced=dict(replaced, reason="not reproduced here; no stage B run continued from it"),
     )
     shutil.copyfile(metrics, os.path.join(run_dir, "metrics.json"))
@@ -375,6 +396,7 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
         "val_mAP_history": _eval_history(os.path.join(run_dir, "metrics.json")),
         "checkpoint": checkpoint,
         "model_digest": model_digest(checkpoint),
+        "machine": _machine(),
     }
     atomic_write_json(result, record)
     return record

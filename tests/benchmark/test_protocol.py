@@ -135,6 +135,7 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
     assert new["model_digest"] != record["model_digest"] and new["val_mAP_history"] == [[9, 48.0]]
     assert new["replaced"]["model_digest"] == record["model_digest"]
     assert new["replaced"]["val_mAP_history"] == [[9, 50.0]]
+    assert set(new["machine"]) == {"torch", "cpu_capability", "cpu"}
     assert json.loads((run_dir / "result.json").read_text()) == new
     assert "48.0" in (run_dir / "metrics.json").read_text()
     assert burn_in(s, data, 0.25, 0, str(tmp_path))["model_digest"] == new["model_digest"]
