@@ -758,10 +758,12 @@ def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
         if os.path.isfile(path):
             with open(path) as fh:
                 burn_ins.append(json.load(fh))
-    if len(burn_ins) == len(burn_in_cells(s)):
-        gates = check_gates(burn_ins, s)
-    else:
-        gates = {"messages": [f"only {len(burn_ins)} of {len(burn_in_cells(s))} burn-ins ended"]}
+    gates = check_gates(burn_ins, s) if burn_ins else {"messages": []}
+    if len(burn_ins) < len(burn_in_cells(s)):
+        gates["messages"].append(
+            f"only {len(burn_ins)} of {len(burn_in_cells(s))} burn-ins ended: the gates above "
+            "read those only"
+        )
     gates["ignored"] = bool(gates["messages"])
     runs = []
     for arm in s.arms:

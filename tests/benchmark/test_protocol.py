@@ -141,6 +141,26 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
     assert burn_in(s, data, 0.25, 0, str(tmp_path))["model_digest"] == new["model_digest"]
 
 
+def test_summary_of_a_protocol_still_running_reads_the_gates_of_the_ended_burn_ins(tmp_path):
+    s = ProtocolSettings(fractions=(0.25, 1.0), split_seeds=(0, 1), arms=("supervised",))
+    cell = tmp_path / "burn_in" / "f0.25_split0"
+    cell.mkdir(parents=True)
+    history = [[1919, 69.55], [2159, 68.76], [2400, 69.26]]
+    record = {"fraction": 0.25, "split_seed": 0, "iterations": 2400, "val_images": 300,
+              "val_mAP_history": history}  # fmt: skip
+    (cell / "result.json").write_text(json.dumps(record))
+    test_json = tmp_path / "test.json"
+    test_json.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    summary = summarize_finished(s, {"test_json": str(test_json)}, str(tmp_path))
+    gates = summary["gates"]
+    assert gates["plateau"] and gates["largest_move_last_fifth"] == pytest.approx(0.79)
+    assert gates["label_limited"] is None and gates["ignored"]
+    assert gates["messages"] == [
+        "only 1 of 3 burn-ins ended: the gates above read those only"
+    ]
+    assert "only 1 of 3 burn-ins ended" in (tmp_path / "tables.md").read_text()
+
+
 @pytest.mark.slow
 def test_tiny_protocol_writes_paired_differences(tmp_path):
     data = prepare_synthetic(
