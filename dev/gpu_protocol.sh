@@ -20,8 +20,8 @@ protocol() {  # the first argument is the data set
     --output "results/protocol_gpu/$1" "${@:2}" MODEL.DEVICE cuda
 }
 protocol synthetic --arms supervised null_control dualalign > "$OUT/protocol_headline.log" 2>&1
-protocol synthetic --arms supervised self_training dualalign_teacher dualalign_all \
-  switch_teacher_source switch_pseudo_boxes switch_strong_view switch_tempered switch_grad_scale \
+protocol synthetic --arms supervised teacher_null_control self_training dualalign_teacher \
+  dualalign_all switch_teacher_source switch_pseudo_boxes switch_strong_view switch_tempered switch_grad_scale \
   csd mean_teacher dualalign_noproto dualalign_noproposal > "$OUT/protocol_arms.log" 2>&1
 if [ -f "$DATA/annotations_val.json" ]; then
   for d in cervix93 cervix93_agnostic; do
@@ -29,7 +29,7 @@ if [ -f "$DATA/annotations_val.json" ]; then
       self_training dualalign_teacher > "$OUT/protocol_$d.log" 2>&1
   done
 fi
-ARMS="supervised null_control dualalign self_training dualalign_teacher"
+ARMS="supervised null_control dualalign teacher_null_control self_training dualalign_teacher"
 python3 scripts/run_protocol.py --summarize-only --output results/protocol_gpu/synthetic \
   --arms $ARMS > /dev/null 2>&1  # after a timeout
 for d in cervix93 cervix93_agnostic; do
