@@ -22,7 +22,8 @@ protocol() {  # the first argument is the data set
 protocol synthetic --arms supervised null_control dualalign > "$OUT/protocol_headline.log" 2>&1
 protocol synthetic --arms supervised teacher_null_control self_training dualalign_teacher \
   dualalign_all switch_teacher_source switch_pseudo_boxes switch_strong_view switch_tempered \
-  switch_grad_scale csd mean_teacher dualalign_noproto dualalign_noproposal > "$OUT/protocol_arms.log" 2>&1
+  switch_grad_scale csd mean_teacher dualalign_noproto dualalign_noproposal \
+  > "$OUT/protocol_arms.log" 2>&1
 if [ -f "$DATA/annotations_val.json" ]; then
   for d in cervix93 cervix93_agnostic; do
     protocol "$d" --data-root "$DATA" --arms supervised null_control dualalign \
