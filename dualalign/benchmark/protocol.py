@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -303,8 +304,7 @@ def _runs_from(out: str, fraction: float, split: int, digest: str) -> List[str]:
             path = os.path.join(root, name, "result.json")
             if not os.path.isfile(path):
                 continue
-            with open(path) as f:
-                r = json.load(f)
+            r = _load_json(path)
             if (r.get("fraction"), r.get("split_seed")) == (fraction, split) and r.get(
                 "burn_in_digest", digest
             ) == digest:
@@ -327,8 +327,6 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     checkpoint = os.path.join(rebuilt_dir, "model_final.pth")
     if not os.path.isfile(checkpoint):
         if os.path.isdir(rebuilt_dir):  # an interrupted rebuild: no checkpoint, nothing kept
-            import shutil
-
             shutil.rmtree(rebuilt_dir)
         _train_burn_in(s, data, record["fraction"], record["split_seed"], rebuilt_dir)
     digest = model_digest(checkpoint)
@@ -345,8 +343,6 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
             "burn-in's pairs on a machine that reproduces it, or move the protocol folder aside "
             "to start a new record (nothing in it is overwritten)."
         )
-    import shutil
-
     replaced = {k: record.get(k) for k in ("model_digest", "val_mAP_history", "machine")}
     metrics = os.path.join(rebuilt_dir, "metrics.json")
     new = dict(
@@ -455,8 +451,9 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
     return gates
 
 
-def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
-    """Stage B: ``arm`` continued from a burn-in; scored by its last checkpoints."""
+def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
+    """Stage B: ``arm`` continued from a burn-in (its record); scored by its last checkpoints."""
+    fraction, split, checkpoint = burn_in["fraction"], burn_in["split_seed"], burn_in["checkpoint"]
     run_dir = os.path.join(_runs_dir(s, out), _run_name(s, arm, fraction, split, order))
     result = os.path.join(run_dir, "result.json")
     if os.path.isfile(result):
@@ -501,7 +498,7 @@ def continue_run(s, data, arm, fraction, split, order, checkpoint, out) -> dict:
         "fraction": fraction,
         "split_seed": split,
         "order_seed": order,
-        "burn_in_digest": model_digest(checkpoint),  # pairs continue from the same weights
+        "burn_in_digest": burn_in["model_digest"],  # pairs continue from the same weights
         "final": final_ap,
         "mAP_last": scores,
         "mAP": sum(scores) / len(scores),
@@ -722,8 +719,7 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
                 if b["fraction"] in s.continue_fractions and not stopped:
                     for order in s.order_seeds:
                         for arm in s.arms:
-                            args = (s, data_b, arm, b["fraction"], b["split_seed"], order,
-                                    b["checkpoint"], out_dir)  # fmt: skip
+                            args = (s, data_b, arm, order, b, out_dir)
                             pending[pool.submit(continue_run, *args)] = "B"
                 if len(burn_ins) == len(cells):
                     gates = check_gates(burn_ins, s)
