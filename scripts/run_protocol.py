@@ -55,6 +55,12 @@ def main(argv=None):
     )
     p.add_argument("--continue-iters", type=int, default=ProtocolSettings.continue_iters)
     p.add_argument("--split-seeds", nargs="+", type=int, default=list(ProtocolSettings.split_seeds))
+    p.add_argument(
+        "--gate-split-seed",
+        type=int,
+        default=ProtocolSettings.gate_split_seed,
+        help="split seed of the gate-only (100 %%) burn-in, which serves every split seed",
+    )
     p.add_argument("--order-seeds", nargs="+", type=int, default=list(ProtocolSettings.order_seeds))
     p.add_argument("--bootstrap-samples", type=int, default=ProtocolSettings.bootstrap_samples)
     p.add_argument("--jobs", type=int, default=1, help="cores are split between this many runs")
@@ -87,6 +93,7 @@ def main(argv=None):
         gate_burn_in_iters=args.gate_burn_in_iters,
         continue_iters=args.continue_iters,
         split_seeds=tuple(args.split_seeds[:1] if args.pilot else args.split_seeds),
+        gate_split_seed=args.gate_split_seed,
         order_seeds=tuple(args.order_seeds[:3] if args.pilot else args.order_seeds),
         arms=() if args.stage_a_only else tuple(args.arms),
         bootstrap_samples=args.bootstrap_samples,

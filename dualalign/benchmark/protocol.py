@@ -123,6 +123,10 @@ class ProtocolSettings:
     fractions: Sequence[float] = (0.25, 1.0)  # burn-ins (the gates compare them)
     continue_fractions: Sequence[float] = (0.25,)  # stage B (the headline fraction)
     split_seeds: Sequence[int] = (0, 1)
+    # the split seed of the gate-only burn-ins (100 %): every split seed selects the same images
+    # there, so one burn-in serves the label-limited gate of every split, and a later session
+    # adding split seeds (burn-ins do not reproduce across machines) does not retrain it
+    gate_split_seed: int = 0
     order_seeds: Sequence[int] = (0, 1, 2, 3)
     arms: Sequence[str] = ("supervised", "null_control", "dualalign")
     plateau_points: float = 1.0
@@ -381,7 +385,7 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
                 f"Move {run_dir} aside (e.g. to {run_dir}_previous) to run it again; nothing "
                 "in it is overwritten."
             )
-        if not os.path.isfile(record["checkpoint"]) and _needs_checkpoint(s, fraction):
+        if not os.path.isfile(record["checkpoint"]) and _needs_checkpoint(s, fraction, split, out):
             record = _rebuild_checkpoint(s, data, record, run_dir, out)
         return record
     checkpoint = _train_burn_in(s, data, fraction, split, run_dir)
@@ -398,10 +402,18 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
     return record
 
 
-def _needs_checkpoint(s: ProtocolSettings, fraction: float) -> bool:
-    """Whether stage B will continue from this fraction's burn-ins (the gates read only the
-    recorded val curves)."""
-    return fraction in s.continue_fractions and bool(s.arms)
+def _needs_checkpoint(s: ProtocolSettings, fraction: float, split: int, out: str) -> bool:
+    """Whether a stage B run of ``s`` still has to continue from this burn-in (the gates read
+    only the recorded val curves; finished runs keep their records)."""
+    if fraction not in s.continue_fractions:
+        return False
+    return any(
+        not os.path.isfile(
+            os.path.join(_runs_dir(s, out), _run_name(s, arm, fraction, split, o), "result.json")
+        )
+        for arm in s.arms
+        for o in s.order_seeds
+    )
 
 
 def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
@@ -679,13 +691,13 @@ def plot_deltas(summary: dict, out_dir: str) -> None:
 
 
 def burn_in_cells(s: ProtocolSettings) -> List[tuple]:
-    """The (fraction, split seed) burn-ins: every split seed at the continued fractions, the
-    first only at the others, which serve the label-limited gate alone (at 100 % every split
-    seed selects the same images). Longest first, so that with several jobs the longest does
+    """The (fraction, split seed) burn-ins: every split seed at the continued fractions,
+    ``gate_split_seed`` only at the others, which serve the label-limited gate alone (at 100 %
+    every split seed selects the same images). Longest first, so that with several jobs the longest does
     not run alone at the end; among equal lengths, continued fractions first, so that stage B
     starts early."""
     cont = [(f, split) for f in s.fractions if f in s.continue_fractions for split in s.split_seeds]
-    gate_only = [(f, s.split_seeds[0]) for f in s.fractions if f not in s.continue_fractions]
+    gate_only = [(f, s.gate_split_seed) for f in s.fractions if f not in s.continue_fractions]
     return sorted(cont + gate_only, key=lambda cell: -burn_in_iters(s, cell[0]))
 
 

@@ -72,9 +72,10 @@ def test_burn_in_cells_longest_first_then_continued_fractions_gate_only_once():
         fractions=(0.25, 1.0), continue_fractions=(0.25,), split_seeds=(3, 5),
         burn_in_iters=1200, gate_burn_in_iters=0,
     )  # fmt: skip
-    assert burn_in_cells(s) == [(0.25, 3), (0.25, 5), (1.0, 3)]
+    # One gate-only burn-in serves every split seed (split seeds added later do not retrain it).
+    assert burn_in_cells(s) == [(0.25, 3), (0.25, 5), (1.0, 0)]
     # A longer gate-only burn-in starts first, so that two jobs end together.
-    s = dataclasses.replace(s, gate_burn_in_iters=2400)
+    s = dataclasses.replace(s, gate_burn_in_iters=2400, gate_split_seed=3)
     assert burn_in_cells(s) == [(1.0, 3), (0.25, 3), (0.25, 5)]
 
 
@@ -139,6 +140,14 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
     assert json.loads((run_dir / "result.json").read_text()) == new
     assert "48.0" in (run_dir / "metrics.json").read_text()
     assert burn_in(s, data, 0.25, 0, str(tmp_path))["model_digest"] == new["model_digest"]
+    # Once every stage B run of the settings has its record, a missing checkpoint is not rebuilt.
+    (run_dir / "rebuilt" / "model_final.pth").unlink()
+    for order in s.order_seeds:
+        done = tmp_path / "runs" / f"supervised_f0.25_split0_order{order}"
+        done.mkdir(parents=True, exist_ok=True)
+        (done / "result.json").write_text(json.dumps(dict(b_record, burn_in_digest="other")))
+    n_trained = len(trained)
+    assert burn_in(s, data, 0.25, 0, str(tmp_path)) == new and len(trained) == n_trained
 
 
 def test_summary_of_a_protocol_still_running_reads_the_gates_of_the_ended_burn_ins(tmp_path):
