@@ -30,7 +30,7 @@ from ..utils.atomic import atomic_write_json, atomic_write_text
 from ..utils.paths import repo_root
 from . import speed
 from .interleave import interleaved_times, round_medians
-from .settings import STEP_KEYS, cfg_for, machine_name, setting
+from .settings import STEP_KEYS, SWITCH_STEP_KEYS, cfg_for, machine_name, setting
 from .speed_report import headline_ratios, markdown
 
 __all__ = ["main", "parse_args"]
@@ -51,9 +51,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--steps",
         nargs="+",
-        choices=list(STEP_KEYS),
+        choices=list(STEP_KEYS) + list(SWITCH_STEP_KEYS),
         help="time these training steps only (no inference, evaluator or loader measurement); "
-        "results go to <machine>[-quick]-steps.{json,md}",
+        "results go to <machine>[-quick]-steps.{json,md}. h_switch_*: one teacher-pipeline "
+        "switch on the paper's method (named here only)",
     )
     return p.parse_args(argv)
 
@@ -70,15 +71,16 @@ def measure_steps(s, labeled, unlabeled, amp_runs, keys=None):
     ``s["repeats"]`` interleaved steps each are timed.
 
     Returns:
-        ``{key: {"s_per_step", "s_per_round", "peak_gib"}}`` of ``keys`` (default: every step
-        of ``STEP_KEYS``): the median over every timed step,
+        ``{key: {"s_per_step", "s_per_round", "peak_gib"}}`` of ``keys`` (of ``STEP_KEYS`` and
+        ``SWITCH_STEP_KEYS``; default: every step of ``STEP_KEYS``): the median over every timed
+        step,
         the median of each round, and the peak (``None`` on the CPU).
     """
     is_cuda = torch.device(s["device"]).type == "cuda"
     steps, peaks = {}, {}
     with EventStorage():
-        for key, (method, paired, forward) in STEP_KEYS.items():
-            if keys and key not in keys:
+        for key, (method, paired, forward) in {**STEP_KEYS, **SWITCH_STEP_KEYS}.items():
+            if key not in (keys or STEP_KEYS):
                 continue
             for amp in [False] + ([True] if key[0] in amp_runs else []):
                 name = key + ("_amp" if amp else "")

@@ -11,8 +11,9 @@ import torch
 from ..engine.setup import build_cfg
 from ..utils.paths import repo_root
 from . import speed
+from .protocol import ARMS
 
-__all__ = ["SETTINGS", "STEP_KEYS", "cfg_for", "machine_name", "setting"]
+__all__ = ["SETTINGS", "STEP_KEYS", "SWITCH_STEP_KEYS", "cfg_for", "machine_name", "setting"]
 
 # key: (config, paired, forward override)
 STEP_KEYS = {
@@ -27,6 +28,10 @@ STEP_KEYS = {
     "f_self_training": ("self_training", True, None),
     "g_dualalign_teacher": ("dualalign_teacher", True, None),
 }
+# Each switch of the teacher pipeline on its own, on the paper's method (the protocol's
+# ``switch_*`` arms: config and opts), against (c) (target: at most 1.3x). Timed only when named
+# in ``--steps``, so that a full run keeps its length.
+SWITCH_STEP_KEYS = {f"h_{arm}": (arm, True, None) for arm in ARMS if arm.startswith("switch_")}
 
 # The two sizes bench.py runs at. warmup / repeats / rounds / large are defaults that the flags
 # override. Each of the ``rounds`` interleaved rounds times ``repeats`` steps of every method.
@@ -91,12 +96,15 @@ def setting(args) -> dict:
 
 
 def cfg_for(s: dict, method: str):
-    """The frozen cfg of ``method`` (a config name, or "same_images" for (b)) at setting ``s``.
+    """The frozen cfg of ``method`` (a config name, "same_images" for (b), or a protocol
+    ``switch_*`` arm: its config with its opts) at setting ``s``.
 
     No datasets are declared: the benchmark feeds fixed in-memory batches.
     """
-    name = {"same_images": "dualalign"}.get(method, method)
-    opts = list(s["opts"]) + [
+    name, arm_opts = {"same_images": ("dualalign", [])}.get(method, (method, []))
+    if method.startswith("switch_"):
+        name, arm_opts = ARMS[method]
+    opts = list(s["opts"]) + list(arm_opts) + [
         "DATASETS.TRAIN",
         "()",
         "DATASETS.TEST",

@@ -3,6 +3,7 @@
 import json
 
 from .interleave import ratio_summary
+from .settings import SWITCH_STEP_KEYS
 
 __all__ = ["HEADLINE_STEPS", "headline_ratios", "markdown"]
 
@@ -14,6 +15,11 @@ HEADLINE_STEPS = {
     # the teacher pipeline's switches together, against the paper's method (target <= 1.3)
     "teacher_pipeline_step_ratio_vs_dualalign": ("g_dualalign_teacher", "c_dualalign"),
     "self_training_step_ratio_vs_dualalign": ("f_self_training", "c_dualalign"),
+    # each switch on its own (h_switch_<name>: "<name>_step_ratio_vs_dualalign"; target <= 1.3)
+    **{
+        f"{key[len('h_switch_'):]}_step_ratio_vs_dualalign": (key, "c_dualalign")
+        for key in SWITCH_STEP_KEYS
+    },
     "step_ratio_vs_supervised_same_images_amp": (
         "c_dualalign_amp",
         "b_supervised_same_images_amp",

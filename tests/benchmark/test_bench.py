@@ -82,6 +82,23 @@ def test_setting_defaults_and_flag_overrides():
     assert settings.setting(bench.parse_args(["--quick", "--rounds", "9"]))["rounds"] == 9
 
 
+def test_switch_steps_are_the_protocol_switch_arms_on_the_paper_method():
+    s = settings.setting(bench.parse_args(["--quick", "--device", "cpu"]))
+    plain = settings.cfg_for(s, "dualalign")
+    tempered = settings.cfg_for(s, "switch_tempered")
+    assert tempered.DUALALIGN.PROXY.TEMPERATURE == pytest.approx(0.111)
+    assert tempered.DUALALIGN.PROXY.SQUARED_DISTANCE and not plain.DUALALIGN.PROXY.SQUARED_DISTANCE
+    assert tempered.DUALALIGN.PSEUDO.BOX_THRESH == 0.0  # the worst case applies to every step
+    strong = settings.cfg_for(s, "switch_strong_view")
+    assert strong.DUALALIGN.STRONG_AUG.ENABLED and strong.DUALALIGN.PSEUDO.SOURCE == "teacher"
+    assert not plain.DUALALIGN.STRONG_AUG.ENABLED and plain.DUALALIGN.PSEUDO.SOURCE != "teacher"
+    assert settings.cfg_for(s, "switch_grad_scale").DUALALIGN.EMBED.GRAD_SCALE == 0.1
+    assert set(settings.SWITCH_STEP_KEYS) == {
+        "h_switch_teacher_source", "h_switch_pseudo_boxes", "h_switch_strong_view",
+        "h_switch_tempered", "h_switch_grad_scale",
+    }  # fmt: skip
+
+
 def test_interleaved_rounds_rotate_the_order_and_ratios_are_per_round():
     order = []
     clock = {"a": iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), "b": iter([2.0, 4.0, 6.0, 8.0, 9.0, 9.0])}
@@ -112,11 +129,15 @@ def test_interleaved_rounds_rotate_the_order_and_ratios_are_per_round():
 def test_steps_only_times_the_named_steps_and_their_ratios(tmp_path):
     cmd = [sys.executable, os.path.join(repo_root(), "scripts", "bench.py"), "--quick",
            "--repeats", "1", "--rounds", "2", "--warmup", "0", "--machine", "m",
-           "--output", str(tmp_path), "--steps", "c_dualalign", "g_dualalign_teacher"]  # fmt: skip
+           "--output", str(tmp_path), "--steps", "c_dualalign", "g_dualalign_teacher",
+           "h_switch_tempered"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root())
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((tmp_path / "m-quick-steps.json").read_text())
-    assert set(result["steps"]) == {"c_dualalign", "g_dualalign_teacher"}
-    assert set(result["headline"]) == {"teacher_pipeline_step_ratio_vs_dualalign"}
+    assert set(result["steps"]) == {"c_dualalign", "g_dualalign_teacher", "h_switch_tempered"}
+    assert set(result["headline"]) == {
+        "teacher_pipeline_step_ratio_vs_dualalign",
+        "tempered_step_ratio_vs_dualalign",
+    }
     assert result["inference"] == {} and result["other"] == {}
     assert "ratio to c_dualalign" in (tmp_path / "m-quick-steps.md").read_text()
