@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU speed run: paper-setting bench in fp32 and AMP, then a
+# The prepared GPU speed run: paper-setting bench in fp32 and AMP, each switch's step, then a
 # 3-iteration AMP training through train_net.py. Run from the repo root on a CUDA machine whose
 # python already has torch/torchvision; detectron2 and the pure-Python deps come as wheels in
 # .whl/ (docs/SPEED.md). Results land in $OUT (or results/speed).
@@ -7,6 +7,10 @@ set -euo pipefail
 OUT=${OUT:-results/speed}
 source dev/device_env.sh
 python3 scripts/bench.py --device cuda --amp --output "$OUT" 2>&1 | grep -v -i warn | tee "$OUT/bench.log"
+# each teacher-pipeline switch on its own against the paper's method (target <= 1.3x)
+python3 scripts/bench.py --device cuda --output "$OUT" --steps c_dualalign g_dualalign_teacher \
+  h_switch_teacher_source h_switch_pseudo_boxes h_switch_strong_view h_switch_tempered \
+  h_switch_grad_scale 2>&1 | grep -v -i warn | tee "$OUT/bench_switches.log"
 python3 scripts/make_synthetic.py --out /tmp/syn --num-labeled 8 --num-unlabeled 8 --num-val 2 --num-test 4 > /dev/null
 python3 train_net.py --config-file configs/synthetic/dualalign_R18_cpu.yaml \
   MODEL.DEVICE cuda SOLVER.AMP.ENABLED True SOLVER.MAX_ITER 3 DUALALIGN.LOG_PERIOD 1 \
