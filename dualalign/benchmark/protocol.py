@@ -158,6 +158,11 @@ def _run_name(s: ProtocolSettings, arm: str, fraction: float, split: int, order:
     return f"{arm}_f{fraction:g}_split{split}_order{order}" + (f"_{s.tag}" if s.tag else "")
 
 
+def _run_dir(s: ProtocolSettings, out: str, arm: str, fraction: float, split: int, order: int):
+    """The folder of one stage B run (its ``result.json`` marks it finished)."""
+    return os.path.join(_runs_dir(s, out), _run_name(s, arm, fraction, split, order))
+
+
 def _scored_data(s: ProtocolSettings, data: dict) -> dict:
     """``data`` as stage B sees it: with ``score_split`` "val" its evaluations (and the
     summary's bootstrap) read the val split in place of the test split."""
@@ -408,9 +413,7 @@ def _needs_checkpoint(s: ProtocolSettings, fraction: float, split: int, out: str
     if fraction not in s.continue_fractions:
         return False
     return any(
-        not os.path.isfile(
-            os.path.join(_runs_dir(s, out), _run_name(s, arm, fraction, split, o), "result.json")
-        )
+        not os.path.isfile(os.path.join(_run_dir(s, out, arm, fraction, split, o), "result.json"))
         for arm in s.arms
         for o in s.order_seeds
     )
@@ -466,7 +469,7 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
 def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
     """Stage B: ``arm`` continued from a burn-in (its record); scored by its last checkpoints."""
     fraction, split, checkpoint = burn_in["fraction"], burn_in["split_seed"], burn_in["checkpoint"]
-    run_dir = os.path.join(_runs_dir(s, out), _run_name(s, arm, fraction, split, order))
+    run_dir = _run_dir(s, out, arm, fraction, split, order)
     result = os.path.join(run_dir, "result.json")
     if os.path.isfile(result):
         with open(result) as f:
@@ -693,9 +696,9 @@ def plot_deltas(summary: dict, out_dir: str) -> None:
 def burn_in_cells(s: ProtocolSettings) -> List[tuple]:
     """The (fraction, split seed) burn-ins: every split seed at the continued fractions,
     ``gate_split_seed`` only at the others, which serve the label-limited gate alone (at 100 %
-    every split seed selects the same images). Longest first, so that with several jobs the longest does
-    not run alone at the end; among equal lengths, continued fractions first, so that stage B
-    starts early."""
+    every split seed selects the same images). Longest first, so that with several jobs the
+    longest does not run alone at the end; among equal lengths, continued fractions first, so
+    that stage B starts early."""
     cont = [(f, split) for f in s.fractions if f in s.continue_fractions for split in s.split_seeds]
     gate_only = [(f, s.gate_split_seed) for f in s.fractions if f not in s.continue_fractions]
     return sorted(cont + gate_only, key=lambda cell: -burn_in_iters(s, cell[0]))
@@ -778,8 +781,7 @@ def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
         for f in s.continue_fractions:
             for split in s.split_seeds:
                 for order in s.order_seeds:
-                    name = _run_name(s, arm, f, split, order)
-                    path = os.path.join(_runs_dir(s, out_dir), name, "result.json")
+                    path = os.path.join(_run_dir(s, out_dir, arm, f, split, order), "result.json")
                     if os.path.isfile(path):
                         with open(path) as fh:
                             runs.append(json.load(fh))

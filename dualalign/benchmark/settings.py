@@ -101,9 +101,10 @@ def cfg_for(s: dict, method: str):
 
     No datasets are declared: the benchmark feeds fixed in-memory batches.
     """
-    name, arm_opts = {"same_images": ("dualalign", [])}.get(method, (method, []))
     if method.startswith("switch_"):
         name, arm_opts = ARMS[method]
+    else:
+        name, arm_opts = {"same_images": "dualalign"}.get(method, method), []
     opts = list(s["opts"]) + list(arm_opts) + [
         "DATASETS.TRAIN",
         "()",
