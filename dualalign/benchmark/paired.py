@@ -5,6 +5,10 @@ training) on the same pair, i.e. the same labelled split, data order and seed, o
 that the interval is narrower than the effect. Two intervals:
 
 * :func:`t_interval`: Student's t over the pairs (runs differ by split and data order);
+* :func:`cluster_t_interval`: Student's t over clusters of pairs, each cluster the mean of its
+  pairs' differences (pairs that continue from one burn-in share it, so they are not
+  independent draws: this interval is the honest one when the burn-ins differ more than the
+  data orders);
 * :func:`bootstrap_mean_delta_interval`: percentile bootstrap over the test images of the mean
   difference over pairs (how much of a difference the test set alone can produce), AP
   recomputed on each draw.
@@ -20,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "bootstrap_mean_delta_interval",
+    "cluster_t_interval",
     "paired_deltas",
     "pairs_needed",
     "student_t_cdf",
@@ -117,6 +122,25 @@ def t_interval(deltas: Sequence[float], level: float = 0.95) -> Dict[str, Any]:
     sd = float(x.std(ddof=1))
     half = student_t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}
+
+
+def cluster_t_interval(
+    deltas: Mapping[Hashable, float], cluster_of, level: float = 0.95
+) -> Dict[str, Any]:
+    """:func:`t_interval` over clusters: each cluster's mean difference is one observation.
+
+    Args:
+        deltas: ``{pair key: difference}``, e.g. ``{(split_seed, order_seed): delta}``.
+        cluster_of: maps a pair key to its cluster, e.g. ``lambda k: k[0]`` (the burn-in).
+
+    Returns:
+        :func:`t_interval`'s dict over the cluster means (``n``: clusters), plus ``"pairs"``.
+    """
+    groups: Dict[Hashable, List[float]] = {}
+    for k, d in deltas.items():
+        groups.setdefault(cluster_of(k), []).append(float(d))
+    means = [sum(v) / len(v) for _, v in sorted(groups.items(), key=lambda kv: repr(kv[0]))]
+    return {**t_interval(means, level), "pairs": len(deltas)}
 
 
 def pairs_needed(sd: float, half_width: float, level: float = 0.95, max_pairs: int = 10000) -> int:

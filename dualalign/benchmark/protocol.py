@@ -42,7 +42,13 @@ from typing import Dict, List, Sequence
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from ..utils.paths import repo_root
 from ..data.synthetic import generate_dataset
-from .paired import bootstrap_mean_delta_interval, paired_deltas, pairs_needed, t_interval
+from .paired import (
+    bootstrap_mean_delta_interval,
+    cluster_t_interval,
+    paired_deltas,
+    pairs_needed,
+    t_interval,
+)
 from .protocol_diagnostics import DIAGNOSTIC_KEYS, arm_diagnostics, delta_per_iou
 from .runs import read_run_ap
 
@@ -567,13 +573,17 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
                 {k: r["mAP"] for k, r in rs.items()}, {k: r["mAP"] for k, r in ref.items()}
             )
             entry = t_interval(d)
+            # Pairs that continue from one burn-in share it: the interval over burn-ins.
+            common = sorted(set(rs) & set(ref))
+            entry["by_burn_in"] = cluster_t_interval(
+                {k: rs[k]["mAP"] - ref[k]["mAP"] for k in common}, lambda k: k[0]
+            )
             if entry["sd"] is not None:  # sizing n from the spread so far
                 entry["pairs_for_half_width"] = {
                     "half_width": s.target_half_width,
                     "pairs": pairs_needed(entry["sd"], s.target_half_width),
                 }
-            common = sorted(set(rs) & set(ref))
-            # Predictions stay out of git: a fresh checkout keeps the committed interval.
+            # Predictions stay out of git: without them (a fresh checkout) no bootstrap.
             kept = [k for k in common if os.path.isfile(rs[k]["predictions"])]
             kept = [k for k in kept if os.path.isfile(ref[k]["predictions"])]
             if s.bootstrap_samples and kept:
@@ -601,6 +611,14 @@ def _fmt(entry: dict) -> str:
     if lo is None:
         return f"{entry['mean']:+.2f} [no interval from one pair] (1)"
     return f"{entry['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({entry['n']})"
+
+
+def _fmt_burn_ins(entry: dict) -> str:
+    b = entry.get("by_burn_in")
+    if not b or b["ci95"][0] is None:
+        return ""
+    lo, hi = b["ci95"]
+    return f"{b['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({b['n']} burn-ins)"
 
 
 def _fmt_boot(entry: dict) -> str:
@@ -647,11 +665,12 @@ def write_tables(summary: dict, out_dir: str) -> None:
         lines += ["", f"## {float(fraction) * 100:g} % labelled (scored on {split})", ""]
         lines += [
             "| arm | mAP (mean over pairs) | delta vs supervised: mean [95 % t] (n) "
+            "| the same over burn-ins (each burn-in's mean of its pairs) "
             "| pairs for a +-half-width t-interval at this spread "
             f"| last evaluation: delta [95 % bootstrap over {split} images] (pairs) "
             "| student at the end (teacher arms) |"
         ]
-        lines += ["|---|---|---|---|---|---|"]
+        lines += ["|---|---|---|---|---|---|---|"]
         for arm, a in block["arms"].items():
             d = block["delta_vs_supervised"].get(arm) or {}
             size = d.get("pairs_for_half_width")
@@ -659,7 +678,8 @@ def write_tables(summary: dict, out_dir: str) -> None:
             delta = _fmt(d) if d else "reference"
             student = f"{a['student_final_mAP']:.2f}" if "student_final_mAP" in a else ""
             lines.append(
-                f"| {arm} | {a['mAP']:.2f} | {delta} | {size} | {_fmt_boot(d)} | {student} |"
+                f"| {arm} | {a['mAP']:.2f} | {delta} | {_fmt_burn_ins(d)} | {size} "
+                f"| {_fmt_boot(d)} | {student} |"
             )
         lines += _diagnostics_table(block)
     atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")

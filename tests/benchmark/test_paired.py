@@ -6,6 +6,7 @@ import pytest
 
 from dualalign.benchmark.paired import (
     bootstrap_mean_delta_interval,
+    cluster_t_interval,
     paired_deltas,
     pairs_needed,
     student_t_cdf,
@@ -31,6 +32,19 @@ def test_t_interval_of_known_differences():
     assert out["mean"] == 2.0 and out["n"] == 3 and out["sd"] == pytest.approx(1.0)
     assert out["ci95"] == pytest.approx([2.0 - half, 2.0 + half], abs=1e-4)
     assert t_interval([0.5])["ci95"] == [None, None]  # one pair says nothing
+
+
+def test_cluster_t_interval_counts_each_burn_in_once():
+    # split 0: three pairs at +1, split 1: one pair at +3, split 2: one at +2 -> means 1, 3, 2
+    deltas = {(0, 0): 1.0, (0, 1): 0.5, (0, 2): 1.5, (1, 0): 3.0, (2, 0): 2.0}
+    out = cluster_t_interval(deltas, lambda k: k[0])
+    assert out["n"] == 3 and out["pairs"] == 5
+    assert out["ci95"] == pytest.approx(t_interval([1.0, 3.0, 2.0])["ci95"])
+    # wider than the pairs' own interval, which counts split 0 three times
+    lo, hi = out["ci95"]
+    plo, phi = t_interval(list(deltas.values()))["ci95"]
+    assert hi - lo > phi - plo
+    assert cluster_t_interval({(0, 0): 1.0, (0, 1): 2.0}, lambda k: k[0])["ci95"] == [None, None]
 
 
 def test_paired_deltas_use_common_pairs_only():
