@@ -45,7 +45,6 @@ from ..data.synthetic import generate_dataset
 from .paired import (
     bootstrap_mean_delta_interval,
     cluster_t_interval,
-    paired_deltas,
     pairs_needed,
     t_interval,
 )
@@ -569,15 +568,11 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
         for arm, rs in by_arm.items():
             if arm == "supervised" or not set(rs) & set(ref):
                 continue
-            d = paired_deltas(
-                {k: r["mAP"] for k, r in rs.items()}, {k: r["mAP"] for k, r in ref.items()}
-            )
-            entry = t_interval(d)
-            # Pairs that continue from one burn-in share it: the interval over burn-ins.
             common = sorted(set(rs) & set(ref))
-            entry["by_burn_in"] = cluster_t_interval(
-                {k: rs[k]["mAP"] - ref[k]["mAP"] for k in common}, lambda k: k[0]
-            )
+            by_pair = {k: rs[k]["mAP"] - ref[k]["mAP"] for k in common}
+            entry = t_interval(list(by_pair.values()))
+            # Pairs that continue from one burn-in share it: the interval over burn-ins.
+            entry["by_burn_in"] = cluster_t_interval(by_pair, lambda k: k[0])
             if entry["sd"] is not None:  # sizing n from the spread so far
                 entry["pairs_for_half_width"] = {
                     "half_width": s.target_half_width,
