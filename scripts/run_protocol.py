@@ -86,7 +86,12 @@ def main(argv=None):
         action="store_true",
         help="train nothing: summarise the runs finished so far (a protocol still running)",
     )
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config pairs for every run")
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="KEY VALUE config pairs for every run; in stage B they override the arm's own "
+        "values, and the keys of stage B's budget (iterations, lr, seed, weights) are refused",
+    )
     args = p.parse_args(argv)
     s = ProtocolSettings(
         burn_in_iters=args.burn_in_iters,

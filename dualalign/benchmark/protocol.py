@@ -471,23 +471,26 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
     return gates
 
 
-def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
-    """Stage B: ``arm`` continued from a burn-in (its record); scored by its last checkpoints."""
-    fraction, split, checkpoint = burn_in["fraction"], burn_in["split_seed"], burn_in["checkpoint"]
-    run_dir = _run_dir(s, out, arm, fraction, split, order)
-    result = os.path.join(run_dir, "result.json")
-    if os.path.isfile(result):
-        with open(result) as f:
-            return json.load(f)
-    method, arm_opts = ARMS[arm]
+def _eval_schedule(s: ProtocolSettings) -> tuple:
+    """Stage B's evaluation period and first evaluated iteration: the last
+    ``score_checkpoints`` evaluations happen in the run, one every tenth of it."""
+    period = max(1, s.continue_iters // 10)
+    return period, s.continue_iters - (s.score_checkpoints - 1) * period
+
+
+def stage_b_opts(s: ProtocolSettings, data: dict, arm: str, burn_in: dict, order: int) -> list:
+    """The config opts of one stage B run, in the order they win (later overrides earlier):
+    the data, the arm's opts, the user's ``s.opts`` (so that a search can change an arm's
+    value, e.g. ``DUALALIGN.EMBED.GRAD_SCALE`` of ``dualalign_all``), then the protocol's budget
+    (iterations, lr, data order, frozen BN, the burn-in's weights), which is the same in every
+    arm and pair and which nothing overrides."""
+    fraction, split = burn_in["fraction"], burn_in["split_seed"]
     n = s.continue_iters
-    period = max(1, n // 10)
-    # The last ``score_checkpoints`` evaluations happen in the run (one every ``period``).
-    first_eval = n - (s.score_checkpoints - 1) * period
-    opts = s.opts + data["opts"] + _fraction_opts(data, fraction) + arm_opts + [
+    period, first_eval = _eval_schedule(s)
+    budget = [
         "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
         "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "MODEL.RESNETS.NORM", "FrozenBN",
-        "MODEL.WEIGHTS", checkpoint, "SEED", str(order),
+        "MODEL.WEIGHTS", burn_in["checkpoint"], "SEED", str(order),
         "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.continue_lr), "SOLVER.STEPS", "()",
         "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", str(n),
         "TEST.EVAL_PERIOD", str(period), "DUALALIGN.EVAL.START_ITER", str(first_eval),
@@ -495,6 +498,27 @@ def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
         "DUALALIGN.CSD.RAMPUP_ITERS", str(n // 5), "DUALALIGN.CSD.RAMPDOWN_ITERS", str(n // 6),
         "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS", str(n // 5),
     ]  # fmt: skip
+    fixed = sorted(set(s.opts[::2]) & set(budget[::2]))
+    if fixed:
+        raise ValueError(
+            f"the opts {' '.join(s.opts)} set {', '.join(fixed)}, which stage B fixes for every "
+            "arm and pair (the protocol's budget); drop them, or change the budget through the "
+            "protocol's flags (--continue-iters, --order-seeds, ...)"
+        )
+    return data["opts"] + _fraction_opts(data, fraction) + ARMS[arm][1] + s.opts + budget
+
+
+def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
+    """Stage B: ``arm`` continued from a burn-in (its record); scored by its last checkpoints."""
+    fraction, split = burn_in["fraction"], burn_in["split_seed"]
+    run_dir = _run_dir(s, out, arm, fraction, split, order)
+    result = os.path.join(run_dir, "result.json")
+    if os.path.isfile(result):
+        with open(result) as f:
+            return json.load(f)
+    method = ARMS[arm][0]
+    period, first_eval = _eval_schedule(s)
+    opts = stage_b_opts(s, data, arm, burn_in, order)
     if s.diagnostics:
         opts += ["DUALALIGN.DIAGNOSTICS.GRAD_SHARE_PERIOD", str(period)]
         if data.get("pool_truth_name"):

@@ -327,3 +327,20 @@ def test_tables_name_the_scored_split_and_report_the_teacher_arms_student(tmp_pa
     assert row.rstrip(" |").endswith("61.50")
     sup = next(line for line in md.splitlines() if line.startswith("| supervised | 65.00"))
     assert sup.count("|") == row.count("|")  # the same columns, the student cell empty
+
+
+def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
+    from dualalign.benchmark.protocol import _config, stage_b_opts
+    from dualalign.engine.setup import build_cfg
+
+    burn = {"fraction": 0.25, "split_seed": 7, "checkpoint": ""}
+    data = {"opts": []}
+    s = ProtocolSettings(opts=["MODEL.DEVICE", "cpu", "DUALALIGN.EMBED.GRAD_SCALE", "0.01"])
+    cfg = build_cfg(_config(s, "dualalign_teacher"), stage_b_opts(s, data, "dualalign_all", burn, 3))
+    assert cfg.DUALALIGN.EMBED.GRAD_SCALE == pytest.approx(0.01)  # the arm's own value is 0.1
+    assert cfg.DUALALIGN.PROXY.SQUARED_DISTANCE  # the arm's other opts stay
+    assert cfg.SEED == 3 and cfg.SOLVER.MAX_ITER == s.continue_iters
+    assert cfg.MODEL.RESNETS.NORM == "FrozenBN"
+    s = dataclasses.replace(s, opts=["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.01"])
+    with pytest.raises(ValueError, match="SOLVER.BASE_LR.*--continue-iters"):
+        stage_b_opts(s, data, "supervised", burn, 0)
