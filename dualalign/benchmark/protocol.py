@@ -694,7 +694,7 @@ def write_tables(summary: dict, out_dir: str) -> None:
             d = block["delta_vs_supervised"].get(arm) or {}
             size = d.get("pairs_for_half_width")
             size = f"{size['pairs']} for +-{size['half_width']:g}" if size else ""
-            delta = _fmt(d) if d else "reference"
+            delta = _fmt(d) if d else ("reference" if arm == "supervised" else "no paired run")
             student = f"{a['student_final_mAP']:.2f}" if "student_final_mAP" in a else ""
             lines.append(
                 f"| {arm} | {a['mAP']:.2f} | {delta} | {_fmt_burn_ins(d)} | {size} "

@@ -315,7 +315,8 @@ def test_tables_name_the_scored_split_and_report_the_teacher_arms_student(tmp_pa
         "settings": {"score_split": "val"},
         "fractions": {"0.25": {
             "arms": {"supervised": {"mAP": 65.0, "n": 1},
-                     "self_training": {"mAP": 66.0, "n": 1, "student_final_mAP": 61.5}},
+                     "self_training": {"mAP": 66.0, "n": 1, "student_final_mAP": 61.5},
+                     "csd": {"mAP": 64.0, "n": 1}},
             "delta_vs_supervised": {"self_training": {"mean": 1.0, "ci95": [None, None], "n": 1}},
             "diagnostics": {},
         }},
@@ -327,6 +328,9 @@ def test_tables_name_the_scored_split_and_report_the_teacher_arms_student(tmp_pa
     assert row.rstrip(" |").endswith("61.50")
     sup = next(line for line in md.splitlines() if line.startswith("| supervised | 65.00"))
     assert sup.count("|") == row.count("|")  # the same columns, the student cell empty
+    assert "| reference |" in sup
+    # an arm without a supervised run in any of its pairs is not the reference
+    assert "| no paired run |" in next(line for line in md.splitlines() if line.startswith("| csd"))
 
 
 def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
