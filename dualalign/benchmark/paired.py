@@ -90,8 +90,8 @@ def student_t_quantile(p: float, df: float) -> float:
 
 def paired_deltas(
     arm: Mapping[Hashable, float], reference: Mapping[Hashable, float]
-) -> List[float]:
-    """``arm[k] - reference[k]`` for every pair key the two share, in sorted key order.
+) -> Dict[Hashable, float]:
+    """``{k: arm[k] - reference[k]}`` for every pair key the two share, in sorted key order.
 
     Args:
         arm, reference: ``{pair key: score}``, e.g. ``{(split_seed, order_seed): mAP}``.
@@ -102,7 +102,7 @@ def paired_deltas(
     keys = sorted(set(arm) & set(reference), key=repr)
     if not keys:
         raise ValueError("no common pairs between the arm and the reference")
-    return [float(arm[k]) - float(reference[k]) for k in keys]
+    return {k: float(arm[k]) - float(reference[k]) for k in keys}
 
 
 def t_interval(deltas: Sequence[float], level: float = 0.95) -> Dict[str, Any]:

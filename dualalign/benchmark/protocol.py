@@ -45,6 +45,7 @@ from ..data.synthetic import generate_dataset
 from .paired import (
     bootstrap_mean_delta_interval,
     cluster_t_interval,
+    paired_deltas,
     pairs_needed,
     t_interval,
 )
@@ -478,19 +479,16 @@ def _eval_schedule(s: ProtocolSettings) -> tuple:
     return period, s.continue_iters - (s.score_checkpoints - 1) * period
 
 
-def stage_b_opts(s: ProtocolSettings, data: dict, arm: str, burn_in: dict, order: int) -> list:
-    """The config opts of one stage B run, in the order they win (later overrides earlier):
-    the data, the arm's opts, the user's ``s.opts`` (so that a search can change an arm's
-    value, e.g. ``DUALALIGN.EMBED.GRAD_SCALE`` of ``dualalign_all``), then the protocol's budget
-    (iterations, lr, data order, frozen BN, the burn-in's weights), which is the same in every
-    arm and pair and which nothing overrides."""
-    fraction, split = burn_in["fraction"], burn_in["split_seed"]
+def _stage_b_budget(s: ProtocolSettings, burn_in: dict, order: int) -> list:
+    """The opts of stage B that are the same in every arm and pair: iterations, lr, data order
+    (``SEED``), frozen BN, the burn-in's weights and split."""
     n = s.continue_iters
     period, first_eval = _eval_schedule(s)
-    budget = [
-        "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
-        "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "MODEL.RESNETS.NORM", "FrozenBN",
-        "MODEL.WEIGHTS", burn_in["checkpoint"], "SEED", str(order),
+    return [
+        "DUALALIGN.DATASETS.LABELED_FRACTION", str(burn_in["fraction"]),
+        "DUALALIGN.DATASETS.SPLIT_SEED", str(burn_in["split_seed"]),
+        "MODEL.RESNETS.NORM", "FrozenBN", "MODEL.WEIGHTS", burn_in["checkpoint"],
+        "SEED", str(order),
         "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.continue_lr), "SOLVER.STEPS", "()",
         "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", str(n),
         "TEST.EVAL_PERIOD", str(period), "DUALALIGN.EVAL.START_ITER", str(first_eval),
@@ -498,6 +496,13 @@ def stage_b_opts(s: ProtocolSettings, data: dict, arm: str, burn_in: dict, order
         "DUALALIGN.CSD.RAMPUP_ITERS", str(n // 5), "DUALALIGN.CSD.RAMPDOWN_ITERS", str(n // 6),
         "DUALALIGN.MEAN_TEACHER.RAMPUP_ITERS", str(n // 5),
     ]  # fmt: skip
+
+
+def check_stage_b_opts(s: ProtocolSettings) -> None:
+    """Refuses user opts (``s.opts``) that set a key of stage B's budget, which nothing
+    overrides; :func:`run_protocol` calls it before stage A, so that the error does not wait
+    for the burn-ins."""
+    budget = _stage_b_budget(s, {"fraction": 0.0, "split_seed": 0, "checkpoint": ""}, 0)
     fixed = sorted(set(s.opts[::2]) & set(budget[::2]))
     if fixed:
         raise ValueError(
@@ -505,7 +510,17 @@ def stage_b_opts(s: ProtocolSettings, data: dict, arm: str, burn_in: dict, order
             "arm and pair (the protocol's budget); drop them, or change the budget through the "
             "protocol's flags (--continue-iters, --order-seeds, ...)"
         )
-    return data["opts"] + _fraction_opts(data, fraction) + ARMS[arm][1] + s.opts + budget
+
+
+def stage_b_opts(s: ProtocolSettings, data: dict, arm: str, burn_in: dict, order: int) -> list:
+    """The config opts of one stage B run, in the order they win (later overrides earlier):
+    the data, the arm's opts, the user's ``s.opts`` (so that a search can change an arm's
+    value, e.g. ``DUALALIGN.EMBED.GRAD_SCALE`` of ``dualalign_all``), then the protocol's budget
+    (:func:`_stage_b_budget`), which nothing overrides (:func:`check_stage_b_opts`)."""
+    check_stage_b_opts(s)
+    arm_opts = ARMS[arm][1]
+    data_opts = data["opts"] + _fraction_opts(data, burn_in["fraction"])
+    return data_opts + arm_opts + s.opts + _stage_b_budget(s, burn_in, order)
 
 
 def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
@@ -592,8 +607,10 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
         for arm, rs in by_arm.items():
             if arm == "supervised" or not set(rs) & set(ref):
                 continue
-            common = sorted(set(rs) & set(ref))
-            by_pair = {k: rs[k]["mAP"] - ref[k]["mAP"] for k in common}
+            by_pair = paired_deltas(
+                {k: r["mAP"] for k, r in rs.items()}, {k: r["mAP"] for k, r in ref.items()}
+            )
+            common = list(by_pair)
             entry = t_interval(list(by_pair.values()))
             # Pairs that continue from one burn-in share it: the interval over burn-ins.
             entry["by_burn_in"] = cluster_t_interval(by_pair, lambda k: k[0])
@@ -625,19 +642,16 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
     return out
 
 
-def _fmt(entry: dict) -> str:
+def _fmt(entry: dict, unit: str = "") -> str:
     lo, hi = entry["ci95"]
     if lo is None:
         return f"{entry['mean']:+.2f} [no interval from one pair] (1)"
-    return f"{entry['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({entry['n']})"
+    return f"{entry['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({entry['n']}{unit})"
 
 
 def _fmt_burn_ins(entry: dict) -> str:
     b = entry.get("by_burn_in")
-    if not b or b["ci95"][0] is None:
-        return ""
-    lo, hi = b["ci95"]
-    return f"{b['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({b['n']} burn-ins)"
+    return _fmt(b, " burn-ins") if b and b["ci95"][0] is not None else ""
 
 
 def _fmt_boot(entry: dict) -> str:
@@ -753,6 +767,8 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+    if s.arms:
+        check_stage_b_opts(s)
     os.makedirs(out_dir, exist_ok=True)
     data_b = _scored_data(s, data)
     cells = burn_in_cells(s)

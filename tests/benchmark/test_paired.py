@@ -50,7 +50,7 @@ def test_cluster_t_interval_counts_each_burn_in_once():
 def test_paired_deltas_use_common_pairs_only():
     arm = {(0, 0): 41.0, (0, 1): 43.0, (1, 0): 40.0}
     ref = {(0, 0): 40.0, (0, 1): 40.5, (2, 0): 10.0}
-    assert paired_deltas(arm, ref) == [1.0, 2.5]
+    assert paired_deltas(arm, ref) == {(0, 0): 1.0, (0, 1): 2.5}
     with pytest.raises(ValueError, match="no common pairs"):
         paired_deltas({(5, 5): 1.0}, ref)
 

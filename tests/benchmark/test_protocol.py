@@ -348,3 +348,6 @@ def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
     s = dataclasses.replace(s, opts=["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.01"])
     with pytest.raises(ValueError, match="SOLVER.BASE_LR.*--continue-iters"):
         stage_b_opts(s, data, "supervised", burn, 0)
+    # ... and before stage A, not after its burn-ins
+    with pytest.raises(ValueError, match="SOLVER.BASE_LR"):
+        run_protocol(s, {"opts": []}, "/nonexistent/never/written")
