@@ -82,6 +82,9 @@ TEMPERED = [
 ]  # fmt: skip
 GRAD_SCALE = ["DUALALIGN.EMBED.GRAD_SCALE", "0.1"]
 TEACHER = ["DUALALIGN.PSEUDO.SOURCE", "teacher"]
+# Chosen on val (search point box09ign03): teacher detections scored above 0.9 are pseudo-boxes,
+# those scored in (0.3, 0.9] ignore regions (their proposals are neither object nor background).
+VAL_CHOSEN = ["DUALALIGN.PSEUDO.BOX_THRESH", "0.9", "DUALALIGN.PSEUDO.IGNORE_THRESH", "0.3"]
 # arm: (method config, extra opts). The null control forwards the unlabelled half with every
 # unsupervised term off: under frozen BN it must match supervised-continue. Teachers start as
 # the burn-in checkpoint (START_ITER 0 with MODEL.WEIGHTS).
@@ -107,6 +110,10 @@ ARMS = {
     "switch_tempered": ("dualalign", TEMPERED),
     "switch_grad_scale": ("dualalign", GRAD_SCALE),
     "dualalign_all": ("dualalign_teacher", TEMPERED + GRAD_SCALE),
+    # Finished configurations: the pseudo-box thresholds chosen on val (search point box09ign03,
+    # docs/RESULTS.md), the only ones of the teacher pipeline scored on test.
+    "self_training_tuned": ("self_training", VAL_CHOSEN),
+    "dualalign_all_tuned": ("dualalign_teacher", TEMPERED + GRAD_SCALE + VAL_CHOSEN),
 }
 
 

@@ -351,3 +351,19 @@ def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
     # ... and before stage A, not after its burn-ins
     with pytest.raises(ValueError, match="SOLVER.BASE_LR"):
         run_protocol(s, {"opts": []}, "/nonexistent/never/written")
+
+
+def test_the_tuned_arms_differ_from_their_arms_in_the_val_chosen_thresholds_only():
+    from dualalign.benchmark.protocol import ARMS, _config
+    from dualalign.engine.setup import build_cfg
+
+    s = ProtocolSettings()
+    for tuned, base in (("self_training_tuned", "self_training"),
+                        ("dualalign_all_tuned", "dualalign_all")):  # fmt: skip
+        a, b = (build_cfg(_config(s, ARMS[arm][0]), ARMS[arm][1]) for arm in (tuned, base))
+        assert a.DUALALIGN.PSEUDO.BOX_THRESH == pytest.approx(0.9)
+        assert a.DUALALIGN.PSEUDO.IGNORE_THRESH == pytest.approx(0.3)
+        a.defrost()
+        a.DUALALIGN.PSEUDO.BOX_THRESH = b.DUALALIGN.PSEUDO.BOX_THRESH
+        a.DUALALIGN.PSEUDO.IGNORE_THRESH = b.DUALALIGN.PSEUDO.IGNORE_THRESH
+        assert a == b, tuned
