@@ -112,7 +112,8 @@ ARMS = {
     "dualalign_all": ("dualalign_teacher", TEMPERED + GRAD_SCALE),
 }
 # Finished configurations: an arm with the pseudo-box thresholds chosen on val (search point
-# box09ign03, docs/RESULTS.md), the only ones of the teacher pipeline scored on test.
+# box09ign03, docs/RESULTS.md), the only tuned teacher-pipeline arms scored on test (the
+# switch_* arms were read on test at their pre-search values, as the switches' definitions).
 ARMS.update(
     {f"{arm}_tuned": (ARMS[arm][0], ARMS[arm][1] + VAL_CHOSEN)
      for arm in ("self_training", "dualalign_all")}  # fmt: skip
