@@ -63,6 +63,9 @@ def add_dualalign_config(cfg):
     # proposals are sampled against them by IoU like labelled ones (needs SOURCE "teacher").
     _C.DUALALIGN.PSEUDO.BOXES = False
     _C.DUALALIGN.PSEUDO.BOX_THRESH = 0.7  # teacher score above which a detection is a box
+    # One box threshold per class (class-index order), replacing BOX_THRESH when not empty; a
+    # class at 1.0 gives no pseudo-box (its detections above IGNORE_THRESH are ignore regions).
+    _C.DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS = []
     # Teacher detections scored in (IGNORE_THRESH, BOX_THRESH] are ignore regions: a proposal
     # matched to one is neither foreground nor background. >= BOX_THRESH: none (default).
     _C.DUALALIGN.PSEUDO.IGNORE_THRESH = 1.0
@@ -291,6 +294,19 @@ def validate_dualalign_config(cfg):
     for key, value, ok, allowed in checks:
         if not ok:
             _fail(key, value, allowed)
+    per_class = list(d.PSEUDO.BOX_THRESH_PER_CLASS)
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if per_class and (
+        not d.PSEUDO.BOXES
+        or len(per_class) != num_classes
+        or any(not (0 <= t <= 1) for t in per_class)
+    ):
+        _fail(
+            "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS",
+            per_class,
+            f"[] or MODEL.ROI_HEADS.NUM_CLASSES ({num_classes}) values in [0, 1], with "
+            "DUALALIGN.PSEUDO.BOXES True",
+        )
     ious = list(d.EVAL.IOU_THRESHOLDS)
     if not ious or any(not (0 < t < 1) for t in ious):
         _fail("DUALALIGN.EVAL.IOU_THRESHOLDS", ious, "a non-empty list of values in (0, 1)")

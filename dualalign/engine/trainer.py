@@ -183,7 +183,8 @@ class Trainer(DefaultTrainer):
         (the unlabelled pool with its hidden truth), logged as ``pseudo_quality/*``."""
         name = cfg.DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET
         p = cfg.DUALALIGN.PSEUDO
-        thresh = p.BOX_THRESH if p.BOXES else p.SCORE_THRESH  # the method's threshold
+        # the method's threshold: per class, the box threshold, or the paper's score threshold
+        thresh = (tuple(p.BOX_THRESH_PER_CLASS) or p.BOX_THRESH) if p.BOXES else p.SCORE_THRESH
         evaluator = PseudoLabelQualityEvaluator(name, thresh, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         return inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
 

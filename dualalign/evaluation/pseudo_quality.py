@@ -2,7 +2,8 @@
 against the hidden truth of the unlabelled pool (synthetic data keeps it aside).
 
 A pseudo label is a detection whose score exceeds the method's threshold
-(``DUALALIGN.PSEUDO.SCORE_THRESH``). It is right when it matches a true box of its class at
+(``DUALALIGN.PSEUDO.SCORE_THRESH``; with pseudo-boxes ``BOX_THRESH`` or, per class,
+``BOX_THRESH_PER_CLASS``). It is right when it matches a true box of its class at
 IoU >= 0.5 that no higher-scored pseudo label matched (greedy by score, as COCO matches). The
 truth is read by the evaluator only; training never sees it.
 """
@@ -15,6 +16,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from detectron2.utils import comm
+
+from ..modeling.pseudo_boxes import Thresh, detection_thresholds
 
 __all__ = ["PseudoLabelQualityEvaluator", "match_counts", "precision_recall"]
 
@@ -81,12 +84,12 @@ class PseudoLabelQualityEvaluator(DatasetEvaluator):
     Args:
         dataset_name: a registered labelled set (e.g. the generator's
             ``unlabeled_with_gt.json``) over the images of the unlabelled pool.
-        score_thresh: the method's pseudo-label threshold.
+        score_thresh: the method's pseudo-label threshold, or one per class.
         num_classes: C.
     """
 
-    def __init__(self, dataset_name: str, score_thresh: float, num_classes: int):
-        self._thresh = float(score_thresh)
+    def __init__(self, dataset_name: str, score_thresh: Thresh, num_classes: int):
+        self._thresh = score_thresh
         self._num_classes = num_classes
         self._truth = {}
         for rec in DatasetCatalog.get(dataset_name):
@@ -104,7 +107,7 @@ class PseudoLabelQualityEvaluator(DatasetEvaluator):
     def process(self, inputs: List[dict], outputs: List[dict]):
         for inp, out in zip(inputs, outputs):
             inst = out["instances"].to("cpu")
-            keep = inst.scores > self._thresh
+            keep = inst.scores > detection_thresholds(inst.pred_classes, self._thresh)
             gt_boxes, gt_classes = self._truth[inp["image_id"]]
             self._counts += match_counts(
                 inst.pred_boxes.tensor[keep],

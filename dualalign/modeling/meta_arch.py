@@ -1,6 +1,6 @@
 """``DualAlignRCNN``: GeneralizedRCNN that also takes an unlabelled batch in training."""
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -33,7 +33,8 @@ class DualAlignRCNN(SemiSupervisedRCNN):
       unlabelled images as the loader gives them (the weak view); its class logits of the
       student's top proposals give the pseudo-labels and their scores q_i.
     * ``DUALALIGN.PSEUDO.BOXES``: instead, the teacher's detections above
-      ``DUALALIGN.PSEUDO.BOX_THRESH`` are pseudo-boxes (:mod:`.pseudo_boxes`) against which the
+      ``DUALALIGN.PSEUDO.BOX_THRESH`` (or, per class, ``BOX_THRESH_PER_CLASS``) are
+      pseudo-boxes (:mod:`.pseudo_boxes`) against which the
       ROI heads sample the unlabelled proposals; ``DUALALIGN.PSEUDO.CLS_LOSS`` adds the
       classification loss ``loss_cls_u`` on them (with every metric term off, this is the
       self-training baseline); ``DUALALIGN.PSEUDO.IGNORE_THRESH`` below the box threshold makes
@@ -49,7 +50,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         self,
         *args,
         pseudo_boxes: bool = False,
-        box_thresh: float = 0.7,
+        box_thresh: Union[float, Sequence[float]] = 0.7,
         ignore_thresh: float = 1.0,
         strong_view: Optional[StrongViewSettings] = None,
         **kwargs,
@@ -69,7 +70,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             rampup_iters=d.RAMPUP_ITERS,
             use_teacher=d.PSEUDO.SOURCE == "teacher",
             pseudo_boxes=d.PSEUDO.BOXES,
-            box_thresh=d.PSEUDO.BOX_THRESH,
+            box_thresh=tuple(d.PSEUDO.BOX_THRESH_PER_CLASS) or d.PSEUDO.BOX_THRESH,
             ignore_thresh=d.PSEUDO.IGNORE_THRESH,
             strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
         )

@@ -51,6 +51,29 @@ def test_precision_recall_in_percent():
     assert out["precision"] == pytest.approx(100 / 3) and out["count"] == 3.0
 
 
+def test_evaluator_counts_detections_above_their_class_threshold():
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import Boxes, BoxMode, Instances
+
+    from dualalign.evaluation.pseudo_quality import PseudoLabelQualityEvaluator
+
+    name = f"pq_{uuid.uuid4().hex[:8]}"
+    anns = [{"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
+            {"bbox": [20, 20, 30, 30], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1}]  # fmt: skip
+    DatasetCatalog.register(name, lambda: [{"image_id": 1, "annotations": anns}])
+    det = Instances((64, 64))
+    det.pred_boxes = Boxes(T([[0.0, 0, 10, 10], [20.0, 20, 30, 30]]))
+    det.scores, det.pred_classes = T([0.8, 0.8]), T([0, 1])
+    counts = {}
+    for thresh in (0.5, (0.5, 0.9)):  # class 1's detection is below its own threshold
+        ev = PseudoLabelQualityEvaluator(name, thresh, 2)
+        ev.process([{"image_id": 1}], [{"instances": det}])
+        counts[thresh] = ev._counts.tolist()
+    DatasetCatalog.remove(name)
+    assert counts[0.5] == [[1, 0, 0], [1, 0, 0]]
+    assert counts[(0.5, 0.9)] == [[1, 0, 0], [0, 0, 1]]
+
+
 @pytest.mark.slow
 def test_pseudo_label_quality_is_logged_during_training(tmp_path):
     from dualalign.data.synthetic import generate_dataset

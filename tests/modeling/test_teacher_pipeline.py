@@ -8,7 +8,7 @@ from detectron2.utils.events import EventStorage
 from dualalign_testing import quick_schedule
 from test_dualalign_model import CPU_CFG, build, fake_batch
 
-from dualalign.modeling.pseudo_boxes import pseudo_box_targets
+from dualalign.modeling.pseudo_boxes import detection_thresholds, pseudo_box_targets
 from dualalign.modeling.strong_view import (
     StrongViewSettings,
     gaussian_blur,
@@ -91,6 +91,59 @@ def test_pseudo_box_targets_make_the_band_below_the_threshold_ignore_regions():
     (t,) = pseudo_box_targets([det], 0.7, ignore_thresh=0.7)  # no band: the default behaviour
     assert t.gt_classes.tolist() == [2]
     assert det.pred_classes.tolist() == [2, 0, 1]  # the detections are not modified
+
+
+def test_detection_thresholds_take_the_detections_class_value():
+    classes = torch.tensor([2, 0, 1, 0])
+    assert detection_thresholds(classes, 0.7).tolist() == pytest.approx([0.7] * 4)
+    assert detection_thresholds(classes, (0.5, 1.0, 0.8)).tolist() == pytest.approx(
+        [0.8, 0.5, 1.0, 0.5]
+    )
+
+
+def test_pseudo_box_targets_per_class_thresholds():
+    det = Instances((64, 64))
+    det.pred_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 3, 3]]))
+    det.scores = torch.tensor([0.9, 0.7, 0.3])
+    det.pred_classes = torch.tensor([2, 0, 1])
+    # class 0 at 0.5 (kept), class 1 at 1.0 (never a box), class 2 at 0.95 (0.9 is not above)
+    (t,) = pseudo_box_targets([det], (0.5, 1.0, 0.95))
+    assert t.gt_classes.tolist() == [0] and t.gt_scores.tolist() == pytest.approx([0.7])
+    # with an ignore band from 0.2, what is below its class's threshold is an ignore region
+    (t,) = pseudo_box_targets([det], (0.5, 1.0, 0.95), ignore_thresh=0.2)
+    assert t.gt_classes.tolist() == [-1, 0, -1]
+    # one value per class, all equal: the same as the single threshold
+    for ignore in (1.0, 0.5):
+        (a,) = pseudo_box_targets([det], 0.7, ignore)
+        (b,) = pseudo_box_targets([det], (0.7, 0.7, 0.7), ignore)
+        assert a.gt_classes.tolist() == b.gt_classes.tolist()
+        assert torch.equal(a.gt_boxes.tensor, b.gt_boxes.tensor)
+
+
+def test_per_class_box_thresholds_reach_the_model_and_change_only_their_class(monkeypatch):
+    def two_detections(images):  # classes 0 and 1, both scored 0.8, on every unlabelled image
+        out = []
+        for size in images.image_sizes:
+            det = Instances(size)
+            det.pred_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0], [50.0, 50.0, 90.0, 90.0]]))
+            det.scores, det.pred_classes = torch.tensor([0.8, 0.8]), torch.tensor([0, 1])
+            out.append(det)
+        return out
+
+    runs = {}
+    for name, per_class in (("one", []), ("equal", [0.5] * 4), ("class1_off", [0.5, 0.9, 0.5, 0.5])):
+        torch.manual_seed(0)  # the same initial weights
+        _, model = build(
+            TEACHER_CFG, f"pc{name}", DUALALIGN__PSEUDO__BOX_THRESH=0.5,
+            DUALALIGN__PSEUDO__BOX_THRESH_PER_CLASS=per_class,
+        )  # fmt: skip
+        monkeypatch.setattr(model, "teacher_detections", two_detections)
+        runs[name] = (model.box_thresh, {k: v.item() for k, v in step_losses(model).items()})
+    assert runs["one"][0] == 0.5 and runs["class1_off"][0] == (0.5, 0.9, 0.5, 0.5)
+    assert runs["one"][1] == runs["equal"][1]  # one value per class, all equal: no change
+    off, one = runs["class1_off"][1], runs["one"][1]
+    assert all(off[k] == one[k] for k in SUPERVISED)  # the labelled side is untouched
+    assert off["loss_cls_u"] != one["loss_cls_u"]  # class 1's box is gone on the unlabelled side
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.25, 1.0])
@@ -273,6 +326,14 @@ def test_grad_scale_scales_the_metric_gradient_into_h_and_nothing_else():
          "DUALALIGN.PSEUDO.CLS_LOSS"),
         (["DUALALIGN.EMBED.GRAD_SCALE", "-1"], "DUALALIGN.EMBED.GRAD_SCALE"),
         (["DUALALIGN.PSEUDO.IGNORE_THRESH", "0.3"], "DUALALIGN.PSEUDO.IGNORE_THRESH"),
+        (["DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS", "[0.9, 0.9]"],
+         "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS"),  # without BOXES
+        (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.BOXES", "True",
+          "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS", "[0.9, 0.9]"],
+         "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS"),  # not one value per class (4)
+        (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.BOXES", "True",
+          "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS", "[0.9, 0.9, 0.9, 1.5]"],
+         "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS"),  # a value above 1
     ],
 )  # fmt: skip
 def test_impossible_teacher_settings_are_refused_with_the_key(opts, key):
