@@ -12,7 +12,6 @@ classes without ground truth). Bad input exits with code 2 and a one-line error.
 """
 
 import argparse
-import json
 import sys
 import warnings
 
@@ -26,23 +25,7 @@ from dualalign.evaluation.range_ap import (  # noqa: E402
     format_ap_table,
     parse_iou_range,
 )
-
-
-class InputError(Exception):
-    """A user-facing input problem: reported in one line, exit code 2."""
-
-
-def _load_json(path: str, what: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{what} file {path} not found; check the --{what} path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {what} file {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        msg = f"{what} file {path} is not valid JSON ({e}); fix or regenerate it"
-        raise InputError(msg) from None
+from dualalign.utils.json_input import InputError, load_json  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -53,12 +36,12 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError(f"--iou: {e}") from None
     if args.max_dets < 1:
         raise InputError(f"--max-dets must be >= 1, got {args.max_dets}")
-    gt = _load_json(args.gt, "gt")
+    gt = load_json(args.gt, "gt")
     try:
         coco_gt = coco_from_dict(gt)
     except (ValueError, TypeError, IndexError, KeyError) as e:
         raise InputError(f"gt file {args.gt}: {e}") from None
-    preds = _load_json(args.pred, "pred")
+    preds = load_json(args.pred, "pred")
     if not isinstance(preds, list):
         raise InputError(
             f"pred file {args.pred}: expected a JSON list of "

@@ -1,0 +1,127 @@
+"""Per-class pseudo-box thresholds from a labelled split: a precision sweep over score
+thresholds of a model's detections (a COCO results file), and the lowest threshold at which
+each class reaches a target precision (``DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS``).
+
+Run it on the **val** split with the checkpoint that will be the teacher (the burn-in): a class
+whose detections never reach the target precision at any swept threshold gets 1.0 (no
+pseudo-box: its detections become ignore regions with ``DUALALIGN.PSEUDO.IGNORE_THRESH``).
+Matching is :func:`.pseudo_quality.match_counts` (IoU >= 0.5, same class, greedy by score), the
+rule the pseudo-label diagnostics use on the unlabelled pool.
+"""
+
+import math
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from .pseudo_quality import match_counts
+
+__all__ = ["class_thresholds", "format_sweep_table", "sweep_counts", "sweep_summary"]
+
+
+def _boxes_xyxy(records: List[dict]) -> torch.Tensor:
+    xywh = torch.tensor([r["bbox"] for r in records], dtype=torch.float32).reshape(-1, 4)
+    return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+
+
+def sweep_counts(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np.ndarray:
+    """tp / fp / fn per threshold and class of the detections scored above each threshold.
+
+    Args:
+        gt: a COCO ground-truth dict (``images``, ``annotations``, ``categories``).
+        preds: COCO results records ``{image_id, category_id, bbox: [x, y, w, h], score}``.
+        thresholds: the score thresholds (a detection counts when its score is above one).
+
+    Returns:
+        int array ``[len(thresholds), C, 3]``; classes in ascending category id (detectron2's
+        contiguous order, that of ``BOX_THRESH_PER_CLASS``).
+
+    Raises:
+        ValueError: naming the record, if a prediction has an unknown image or category, or no
+            4-number bbox or score.
+    """
+    cat_ids = sorted(c["id"] for c in gt["categories"])
+    index = {c: i for i, c in enumerate(cat_ids)}
+    images = {im["id"] for im in gt["images"]}
+    truth = {i: [] for i in images}
+    for a in gt["annotations"]:
+        if not a.get("iscrowd", 0):
+            truth.setdefault(a["image_id"], []).append(a)
+    dets = {i: [] for i in images}
+    for k, p in enumerate(preds):
+        bad = (
+            not isinstance(p, dict)
+            or p.get("image_id") not in images
+            or p.get("category_id") not in index
+            or len(p.get("bbox", ())) != 4
+            or not isinstance(p.get("score"), (int, float))
+        )
+        if bad:
+            raise ValueError(
+                f"record #{k} {p!r}: needs an image_id and a category_id of the ground truth, "
+                "a bbox [x, y, w, h] and a score (COCO results format)"
+            )
+        dets[p["image_id"]].append(p)
+    counts = np.zeros((len(thresholds), len(cat_ids), 3), dtype=np.int64)
+    for image_id in images:
+        gts, ds = truth.get(image_id, []), dets[image_id]
+        gt_boxes = _boxes_xyxy(gts)
+        gt_classes = torch.tensor([index[a["category_id"]] for a in gts], dtype=torch.long)
+        boxes = _boxes_xyxy(ds)
+        classes = torch.tensor([index[d["category_id"]] for d in ds], dtype=torch.long)
+        scores = torch.tensor([float(d["score"]) for d in ds], dtype=torch.float32)
+        for t, thresh in enumerate(thresholds):
+            keep = scores > thresh
+            counts[t] += match_counts(
+                boxes[keep], classes[keep], scores[keep], gt_boxes, gt_classes, len(cat_ids)
+            )
+    return counts
+
+
+def class_thresholds(
+    thresholds: Sequence[float], counts: np.ndarray, min_precision: float
+) -> List[float]:
+    """Per class, the lowest of ``thresholds`` at which the precision (percent) of the
+    detections above it is at least ``min_precision``; 1.0 (no pseudo-box) where none is."""
+    out = []
+    for c in range(counts.shape[1]):
+        chosen = 1.0
+        for t, thresh in sorted(enumerate(thresholds), key=lambda x: x[1]):
+            tp, fp, _ = counts[t, c]
+            if tp + fp and 100.0 * tp / (tp + fp) >= min_precision:
+                chosen = float(thresh)
+                break
+        out.append(chosen)
+    return out
+
+
+def format_sweep_table(
+    names: Sequence[str], thresholds: Sequence[float], counts: np.ndarray, chosen: Sequence[float]
+) -> str:
+    """Markdown: precision / recall (percent) per class and threshold, and the chosen value."""
+
+    def pr(tp, fp, fn) -> str:
+        p = 100.0 * tp / (tp + fp) if tp + fp else math.nan
+        r = 100.0 * tp / (tp + fn) if tp + fn else math.nan
+        return f"{p:.1f} / {r:.1f}"
+
+    lines = [
+        "| class | " + " | ".join(f"> {t:g}" for t in thresholds) + " | chosen |",
+        "|---" * (len(thresholds) + 2) + "|",
+    ]
+    for c, name in enumerate(names):
+        cells = [pr(*counts[t, c]) for t in range(len(thresholds))]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {chosen[c]:g} |")
+    return "\n".join(lines)
+
+
+def sweep_summary(names, thresholds, counts, chosen, min_precision) -> Dict:
+    """The JSON record of a sweep (what ``scripts/pseudo_thresholds.py --json`` prints)."""
+    return {
+        "min_precision": min_precision,
+        "thresholds": list(thresholds),
+        "classes": list(names),
+        "counts_tp_fp_fn": counts.tolist(),
+        "box_thresh_per_class": list(chosen),
+    }

@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Per-class pseudo-box thresholds: precision / recall of a model's detections on a labelled
+split at several score thresholds, and the lowest threshold reaching a target precision per class.
+
+Usage (the teacher's checkpoint, on the val split; never the test split):
+    python train_net.py --eval-only --config-file CFG MODEL.WEIGHTS TEACHER.pth \
+        DATASETS.TEST "('my_val',)" OUTPUT_DIR out/val_eval
+    python scripts/pseudo_thresholds.py --gt val.json \
+        --pred out/val_eval/inference/my_val/coco_instances_results.json --min-precision 75
+
+The last line printed is the config opt, e.g. ``DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS
+[1.0,0.8,0.9,0.9]`` (classes in ascending category id; 1.0: the class gives no pseudo-box).
+Bad input exits with code 2 and a one-line error.
+"""
+
+import argparse
+import json
+import sys
+import warnings
+
+import numpy as np
+
+warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
+
+from dualalign.evaluation.range_ap import coco_from_dict  # noqa: E402
+from dualalign.evaluation.threshold_sweep import (  # noqa: E402
+    class_thresholds,
+    format_sweep_table,
+    sweep_counts,
+    sweep_summary,
+)
+from dualalign.utils.json_input import InputError, load_json  # noqa: E402
+
+DEFAULT_THRESHOLDS = "0.5,0.6,0.7,0.8,0.9,0.95,0.98"
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Loads the files and sweeps; raises InputError on bad input."""
+    try:
+        thresholds = sorted(float(t) for t in args.thresholds.split(","))
+    except ValueError:
+        raise InputError(f"--thresholds {args.thresholds!r}: give numbers like 0.7,0.8,0.9")
+    if not thresholds or any(not 0 <= t < 1 for t in thresholds):
+        raise InputError(f"--thresholds {args.thresholds!r}: values in [0, 1)")
+    if not 0 < args.min_precision <= 100:
+        raise InputError(f"--min-precision {args.min_precision}: a percentage in (0, 100]")
+    gt = load_json(args.gt, "gt")
+    try:
+        coco_from_dict(gt)  # the same checks of the ground truth as scripts/evaluate.py
+    except ValueError as e:
+        raise InputError(f"gt file {args.gt}: {e}") from None
+    preds = load_json(args.pred, "pred")
+    if not isinstance(preds, list):
+        raise InputError(f"pred file {args.pred}: expected a JSON list (COCO results format)")
+    try:
+        counts = sweep_counts(gt, preds, thresholds)
+    except ValueError as e:
+        raise InputError(f"pred file {args.pred}: {e}") from None
+    cats = sorted(gt["categories"], key=lambda c: c["id"])
+    names = [c.get("name", str(c["id"])) for c in cats]
+    chosen = class_thresholds(thresholds, counts, args.min_precision)
+    return sweep_summary(names, thresholds, counts, chosen, args.min_precision)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gt", required=True, help="COCO ground truth of a labelled split (val)")
+    parser.add_argument("--pred", required=True, help="the model's COCO results on that split")
+    parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help="comma-separated")
+    parser.add_argument("--min-precision", type=float, default=75.0, help="percent")
+    parser.add_argument("--json", action="store_true", help="print the JSON record too")
+    args = parser.parse_args(argv)
+    try:
+        out = run(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = np.array(out["counts_tp_fp_fn"])
+    chosen = out["box_thresh_per_class"]
+    print(f"precision / recall (%) above each threshold; chosen: >= {args.min_precision:g} %")
+    print(format_sweep_table(out["classes"], out["thresholds"], counts, chosen))
+    if args.json:
+        print(json.dumps(out))
+    print("DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS [" + ",".join(f"{t:g}" for t in chosen) + "]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
