@@ -20,6 +20,14 @@ from .pseudo_quality import match_counts
 __all__ = ["class_thresholds", "format_sweep_table", "sweep_counts", "sweep_summary"]
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_key(v) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
 def _boxes_xyxy(records: List[dict]) -> torch.Tensor:
     xywh = torch.tensor([r["bbox"] for r in records], dtype=torch.float32).reshape(-1, 4)
     return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
@@ -50,13 +58,12 @@ def sweep_counts(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np
             truth.setdefault(a["image_id"], []).append(a)
     dets = {i: [] for i in images}
     for k, p in enumerate(preds):
-        bad = (
-            not isinstance(p, dict)
-            or p.get("image_id") not in images
-            or p.get("category_id") not in index
-            or len(p.get("bbox", ())) != 4
-            or not isinstance(p.get("score"), (int, float))
-        )
+        bad = not isinstance(p, dict) or not _is_number(p.get("score"))
+        if not bad:
+            bbox = p.get("bbox")
+            bad = not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox)))
+            bad = bad or not all(_is_key(p.get(k)) for k in ("image_id", "category_id"))
+            bad = bad or p["image_id"] not in images or p["category_id"] not in index
         if bad:
             raise ValueError(
                 f"record #{k} {p!r}: needs an image_id and a category_id of the ground truth, "

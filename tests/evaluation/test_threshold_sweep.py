@@ -52,10 +52,21 @@ def test_class_thresholds_lowest_reaching_the_precision_else_one():
     assert class_thresholds([0.5, 0.9], none, 50.0) == [1.0]
 
 
-def test_unknown_category_is_refused_with_the_record():
-    bad = PREDS + [{"image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1], "score": 0.9}]
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1], "score": 0.9},  # unknown category
+        {"image_id": 9, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.9},  # unknown image
+        {"image_id": [1], "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.9},
+        {"image_id": 1, "category_id": 3, "bbox": [0, 0, "1", 1], "score": 0.9},
+        {"image_id": 1, "category_id": 3, "bbox": [0, 0, 1], "score": 0.9},
+        {"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": float("nan")},
+        "not a record",
+    ],
+)
+def test_bad_prediction_is_refused_with_the_record(record):
     with pytest.raises(ValueError, match="record #4"):
-        sweep_counts(GT, bad, [0.5])
+        sweep_counts(GT, PREDS + [record], [0.5])
 
 
 def test_script_prints_the_table_and_the_config_opt(tmp_path):
