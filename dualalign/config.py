@@ -186,6 +186,8 @@ def validate_dualalign_config(cfg):
     d = cfg.DUALALIGN
     if d.METHOD not in METHODS:
         _fail("DUALALIGN.METHOD", d.METHOD, " | ".join(METHODS))
+    per_class = d.PSEUDO.BOX_THRESH_PER_CLASS
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     checks = [
         ("DUALALIGN.LOSS_WEIGHT", d.LOSS_WEIGHT, d.LOSS_WEIGHT >= 0, ">= 0"),
         ("DUALALIGN.RAMPUP_ITERS", d.RAMPUP_ITERS, d.RAMPUP_ITERS >= 0, ">= 0"),
@@ -222,6 +224,18 @@ def validate_dualalign_config(cfg):
             d.PSEUDO.BOX_THRESH,
             0 <= d.PSEUDO.BOX_THRESH < 1,
             "0 <= value < 1",
+        ),
+        (
+            "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS",
+            list(per_class),
+            not per_class
+            or (
+                d.PSEUDO.BOXES
+                and len(per_class) == num_classes
+                and all(0 <= t <= 1 for t in per_class)
+            ),
+            f"[] or MODEL.ROI_HEADS.NUM_CLASSES ({num_classes}) values in [0, 1], with "
+            "DUALALIGN.PSEUDO.BOXES True",
         ),
         (
             "DUALALIGN.PSEUDO.IGNORE_THRESH",
@@ -294,19 +308,6 @@ def validate_dualalign_config(cfg):
     for key, value, ok, allowed in checks:
         if not ok:
             _fail(key, value, allowed)
-    per_class = list(d.PSEUDO.BOX_THRESH_PER_CLASS)
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if per_class and (
-        not d.PSEUDO.BOXES
-        or len(per_class) != num_classes
-        or any(not (0 <= t <= 1) for t in per_class)
-    ):
-        _fail(
-            "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS",
-            per_class,
-            f"[] or MODEL.ROI_HEADS.NUM_CLASSES ({num_classes}) values in [0, 1], with "
-            "DUALALIGN.PSEUDO.BOXES True",
-        )
     ious = list(d.EVAL.IOU_THRESHOLDS)
     if not ious or any(not (0 < t < 1) for t in ious):
         _fail("DUALALIGN.EVAL.IOU_THRESHOLDS", ious, "a non-empty list of values in (0, 1)")

@@ -18,17 +18,10 @@ import json
 import sys
 import warnings
 
-import numpy as np
-
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
 from dualalign.evaluation.range_ap import coco_from_dict  # noqa: E402
-from dualalign.evaluation.threshold_sweep import (  # noqa: E402
-    class_thresholds,
-    format_sweep_table,
-    sweep_counts,
-    sweep_summary,
-)
+from dualalign.evaluation.threshold_sweep import format_sweep_table, sweep  # noqa: E402
 from dualalign.utils.json_input import InputError, load_json  # noqa: E402
 
 DEFAULT_THRESHOLDS = "0.5,0.6,0.7,0.8,0.9,0.95,0.98"
@@ -53,13 +46,9 @@ def run(args: argparse.Namespace) -> dict:
     if not isinstance(preds, list):
         raise InputError(f"pred file {args.pred}: expected a JSON list (COCO results format)")
     try:
-        counts = sweep_counts(gt, preds, thresholds)
+        return sweep(gt, preds, thresholds, args.min_precision)
     except ValueError as e:
         raise InputError(f"pred file {args.pred}: {e}") from None
-    cats = sorted(gt["categories"], key=lambda c: c["id"])
-    names = [c.get("name", str(c["id"])) for c in cats]
-    chosen = class_thresholds(thresholds, counts, args.min_precision)
-    return sweep_summary(names, thresholds, counts, chosen, args.min_precision)
 
 
 def main(argv=None) -> int:
@@ -75,13 +64,12 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    counts = np.array(out["counts_tp_fp_fn"])
-    chosen = out["box_thresh_per_class"]
     print(f"precision / recall (%) above each threshold; chosen: >= {args.min_precision:g} %")
-    print(format_sweep_table(out["classes"], out["thresholds"], counts, chosen))
+    print(format_sweep_table(out))
     if args.json:
         print(json.dumps(out))
-    print("DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS [" + ",".join(f"{t:g}" for t in chosen) + "]")
+    chosen = ",".join(f"{t:g}" for t in out["box_thresh_per_class"])
+    print(f"DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS [{chosen}]")
     return 0
 
 

@@ -27,6 +27,7 @@ from ..data.build import (
 )
 from ..evaluation import RangeAPEvaluator
 from ..evaluation.pseudo_quality import PseudoLabelQualityEvaluator
+from ..modeling.pseudo_boxes import box_thresh_from_config
 from ..modeling.teacher import EMATeacher
 from .checkpoint import AtomicCheckpointer
 from .rng_state import RNGState, rng_isolated
@@ -183,8 +184,7 @@ class Trainer(DefaultTrainer):
         (the unlabelled pool with its hidden truth), logged as ``pseudo_quality/*``."""
         name = cfg.DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET
         p = cfg.DUALALIGN.PSEUDO
-        # the method's threshold: per class, the box threshold, or the paper's score threshold
-        thresh = (tuple(p.BOX_THRESH_PER_CLASS) or p.BOX_THRESH) if p.BOXES else p.SCORE_THRESH
+        thresh = box_thresh_from_config(p) if p.BOXES else p.SCORE_THRESH  # the method's
         evaluator = PseudoLabelQualityEvaluator(name, thresh, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         return inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
 

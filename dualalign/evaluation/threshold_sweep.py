@@ -15,9 +15,9 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from .pseudo_quality import match_counts
+from .pseudo_quality import match_counts, precision_recall
 
-__all__ = ["class_thresholds", "format_sweep_table", "sweep_counts", "sweep_summary"]
+__all__ = ["class_thresholds", "format_sweep_table", "sweep", "sweep_counts"]
 
 
 def _is_number(v) -> bool:
@@ -91,44 +91,38 @@ def class_thresholds(
 ) -> List[float]:
     """Per class, the lowest of ``thresholds`` at which the precision (percent) of the
     detections above it is at least ``min_precision``; 1.0 (no pseudo-box) where none is."""
+    by_thresh = sorted(zip(thresholds, map(precision_recall, counts)), key=lambda x: x[0])
     out = []
     for c in range(counts.shape[1]):
-        chosen = 1.0
-        for t, thresh in sorted(enumerate(thresholds), key=lambda x: x[1]):
-            tp, fp, _ = counts[t, c]
-            if tp + fp and 100.0 * tp / (tp + fp) >= min_precision:
-                chosen = float(thresh)
-                break
-        out.append(chosen)
+        reached = [t for t, pr in by_thresh if pr[f"precision_c{c}"] >= min_precision]  # NaN: no
+        out.append(float(reached[0]) if reached else 1.0)
     return out
 
 
-def format_sweep_table(
-    names: Sequence[str], thresholds: Sequence[float], counts: np.ndarray, chosen: Sequence[float]
-) -> str:
-    """Markdown: precision / recall (percent) per class and threshold, and the chosen value."""
+def sweep(gt: dict, preds: List[dict], thresholds: Sequence[float], min_precision: float) -> Dict:
+    """The record of a sweep (what ``scripts/pseudo_thresholds.py --json`` prints): the classes'
+    names, the thresholds, :func:`sweep_counts` and :func:`class_thresholds`."""
+    counts = sweep_counts(gt, preds, thresholds)
+    cats = sorted(gt["categories"], key=lambda c: c["id"])
+    return {
+        "min_precision": min_precision,
+        "thresholds": list(thresholds),
+        "classes": [c.get("name", str(c["id"])) for c in cats],
+        "counts_tp_fp_fn": counts.tolist(),
+        "box_thresh_per_class": class_thresholds(thresholds, counts, min_precision),
+    }
 
-    def pr(tp, fp, fn) -> str:
-        p = 100.0 * tp / (tp + fp) if tp + fp else math.nan
-        r = 100.0 * tp / (tp + fn) if tp + fn else math.nan
-        return f"{p:.1f} / {r:.1f}"
 
+def format_sweep_table(record: Dict) -> str:
+    """Markdown of a :func:`sweep` record: precision / recall (percent) per class and threshold,
+    and the chosen value."""
+    thresholds, chosen = record["thresholds"], record["box_thresh_per_class"]
+    per_thresh = [precision_recall(np.asarray(c)) for c in record["counts_tp_fp_fn"]]
     lines = [
         "| class | " + " | ".join(f"> {t:g}" for t in thresholds) + " | chosen |",
         "|---" * (len(thresholds) + 2) + "|",
     ]
-    for c, name in enumerate(names):
-        cells = [pr(*counts[t, c]) for t in range(len(thresholds))]
+    for c, name in enumerate(record["classes"]):
+        cells = [f"{pr[f'precision_c{c}']:.1f} / {pr[f'recall_c{c}']:.1f}" for pr in per_thresh]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {chosen[c]:g} |")
     return "\n".join(lines)
-
-
-def sweep_summary(names, thresholds, counts, chosen, min_precision) -> Dict:
-    """The JSON record of a sweep (what ``scripts/pseudo_thresholds.py --json`` prints)."""
-    return {
-        "min_precision": min_precision,
-        "thresholds": list(thresholds),
-        "classes": list(names),
-        "counts_tp_fp_fn": counts.tolist(),
-        "box_thresh_per_class": list(chosen),
-    }

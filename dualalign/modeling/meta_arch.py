@@ -12,7 +12,7 @@ from .detector_steps import (
     supervised_losses_and_extra_features,
 )
 from .dual_alignment import LOSS_NAMES
-from .pseudo_boxes import pseudo_box_targets
+from .pseudo_boxes import box_thresh_from_config, pseudo_box_targets
 from .semi_rcnn import SemiSupervisedRCNN
 from .strong_view import StrongViewSettings, strong_views
 
@@ -70,7 +70,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             rampup_iters=d.RAMPUP_ITERS,
             use_teacher=d.PSEUDO.SOURCE == "teacher",
             pseudo_boxes=d.PSEUDO.BOXES,
-            box_thresh=tuple(d.PSEUDO.BOX_THRESH_PER_CLASS) or d.PSEUDO.BOX_THRESH,
+            box_thresh=box_thresh_from_config(d.PSEUDO),
             ignore_thresh=d.PSEUDO.IGNORE_THRESH,
             strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
         )

@@ -28,9 +28,15 @@ from typing import List, Sequence, Union
 import torch
 from detectron2.structures import Instances
 
-__all__ = ["detection_thresholds", "pseudo_box_targets"]
+__all__ = ["box_thresh_from_config", "detection_thresholds", "pseudo_box_targets"]
 
 Thresh = Union[float, Sequence[float]]
+
+
+def box_thresh_from_config(pseudo) -> Thresh:
+    """The box threshold of ``cfg.DUALALIGN.PSEUDO``: ``BOX_THRESH_PER_CLASS`` as a tuple when
+    set, else ``BOX_THRESH``."""
+    return tuple(pseudo.BOX_THRESH_PER_CLASS) or pseudo.BOX_THRESH
 
 
 def detection_thresholds(classes: torch.Tensor, score_thresh: Thresh) -> torch.Tensor:
