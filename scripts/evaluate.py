@@ -19,13 +19,12 @@ import warnings
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
 from dualalign.evaluation.range_ap import (  # noqa: E402
-    coco_from_dict,
     dumps_result,
     evaluate_coco_range,
     format_ap_table,
     parse_iou_range,
 )
-from dualalign.utils.json_input import InputError, load_json  # noqa: E402
+from dualalign.utils.json_input import InputError, load_coco_inputs  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -36,17 +35,7 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError(f"--iou: {e}") from None
     if args.max_dets < 1:
         raise InputError(f"--max-dets must be >= 1, got {args.max_dets}")
-    gt = load_json(args.gt, "gt")
-    try:
-        coco_gt = coco_from_dict(gt)
-    except (ValueError, TypeError, IndexError, KeyError) as e:
-        raise InputError(f"gt file {args.gt}: {e}") from None
-    preds = load_json(args.pred, "pred")
-    if not isinstance(preds, list):
-        raise InputError(
-            f"pred file {args.pred}: expected a JSON list of "
-            "{image_id, category_id, bbox, score} records (COCO results format)"
-        )
+    _, coco_gt, preds = load_coco_inputs(args.gt, args.pred)
     try:
         return evaluate_coco_range(coco_gt, preds, thresholds, max_dets=args.max_dets)
     except ValueError as e:

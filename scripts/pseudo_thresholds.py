@@ -20,9 +20,8 @@ import warnings
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
-from dualalign.evaluation.range_ap import coco_from_dict  # noqa: E402
 from dualalign.evaluation.threshold_sweep import format_sweep_table, sweep  # noqa: E402
-from dualalign.utils.json_input import InputError, load_json  # noqa: E402
+from dualalign.utils.json_input import InputError, load_coco_inputs  # noqa: E402
 
 DEFAULT_THRESHOLDS = "0.5,0.6,0.7,0.8,0.9,0.95,0.98"
 
@@ -37,14 +36,7 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError(f"--thresholds {args.thresholds!r}: values in [0, 1)")
     if not 0 < args.min_precision <= 100:
         raise InputError(f"--min-precision {args.min_precision}: a percentage in (0, 100]")
-    gt = load_json(args.gt, "gt")
-    try:
-        coco_from_dict(gt)  # the same checks of the ground truth as scripts/evaluate.py
-    except ValueError as e:
-        raise InputError(f"gt file {args.gt}: {e}") from None
-    preds = load_json(args.pred, "pred")
-    if not isinstance(preds, list):
-        raise InputError(f"pred file {args.pred}: expected a JSON list (COCO results format)")
+    gt, _, preds = load_coco_inputs(args.gt, args.pred)  # the checks of scripts/evaluate.py
     try:
         return sweep(gt, preds, thresholds, args.min_precision)
     except ValueError as e:
