@@ -19,6 +19,7 @@ import sys
 from dualalign.benchmark.datasets import prepare_cervix93_protocol
 from dualalign.benchmark.protocol import (
     ARMS,
+    CONTRASTS,
     ProtocolSettings,
     prepare_synthetic,
     run_protocol,
@@ -62,6 +63,15 @@ def main(argv=None):
         help="split seed of the gate-only (100 %%) burn-in, which serves every split seed",
     )
     p.add_argument("--order-seeds", nargs="+", type=int, default=list(ProtocolSettings.order_seeds))
+    p.add_argument(
+        "--contrast",
+        nargs=2,
+        action="append",
+        choices=list(ARMS),
+        metavar=("ARM", "REFERENCE"),
+        help="summarise ARM minus REFERENCE over their common pairs (repeatable; replaces the "
+        "default contrasts: " + ", ".join(f"{a} - {r}" for a, r in CONTRASTS) + ")",
+    )
     p.add_argument("--bootstrap-samples", type=int, default=ProtocolSettings.bootstrap_samples)
     p.add_argument("--jobs", type=int, default=1, help="cores are split between this many runs")
     p.add_argument("--pilot", action="store_true", help="3 pairs; continue past failed gates")
@@ -101,6 +111,7 @@ def main(argv=None):
         gate_split_seed=args.gate_split_seed,
         order_seeds=tuple(args.order_seeds[:3] if args.pilot else args.order_seeds),
         arms=() if args.stage_a_only else tuple(args.arms),
+        contrasts=tuple(map(tuple, args.contrast)) if args.contrast else CONTRASTS,
         bootstrap_samples=args.bootstrap_samples,
         jobs=args.jobs,
         ignore_gates=args.pilot or args.ignore_gates,

@@ -18,7 +18,9 @@
 6. **Statistics**: per arm, paired differences against supervised-continue over (split seed,
    order seed) pairs with a Student-t 95 % interval (what the runs move the mean by), and a
    percentile bootstrap over test images of the mean difference of the pairs' last
-   evaluations (what the test set alone moves it by; :mod:`.paired`).
+   evaluations (what the test set alone moves it by; :mod:`.paired`). The ``contrasts`` get the
+   same t-intervals between two other arms (e.g. self-training minus the teacher null control:
+   what the unlabelled data adds beyond the EMA teacher).
 
 Hyper-parameters of an arm are chosen with ``score_split="val"`` (``--select-on-val``): stage B
 is then scored on the val split, in ``val_runs/`` and ``val_search/``, from the same burn-ins.
@@ -37,7 +39,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from ..utils.paths import repo_root
@@ -54,6 +56,8 @@ from .runs import read_run_ap
 
 __all__ = [
     "ARMS",
+    "CONTRASTS",
+    "arm_contrasts",
     "ProtocolSettings",
     "check_gates",
     "prepare_synthetic",
@@ -118,6 +122,17 @@ ARMS.update(
     {f"{arm}_tuned": (ARMS[arm][0], ARMS[arm][1] + VAL_CHOSEN)
      for arm in ("self_training", "dualalign_all")}  # fmt: skip
 )
+# (arm, reference) pairs summarised like the differences against supervised-continue (a pair of
+# arms without a common (split, order) pair is skipped): a teacher arm minus the teacher null
+# control is what the unlabelled images add; dual alignment minus self-training on the same
+# pseudo-boxes is what the metric terms add (issue 14's second target).
+CONTRASTS = (
+    ("self_training", "teacher_null_control"),
+    ("self_training_tuned", "teacher_null_control"),
+    ("dualalign_all_tuned", "teacher_null_control"),
+    ("dualalign_all_tuned", "self_training_tuned"),
+    ("mean_teacher", "teacher_null_control"),
+)
 
 
 @dataclass
@@ -145,6 +160,7 @@ class ProtocolSettings:
     gate_split_seed: int = 0
     order_seeds: Sequence[int] = (0, 1, 2, 3)
     arms: Sequence[str] = ("supervised", "null_control", "dualalign")
+    contrasts: Sequence[Tuple[str, str]] = CONTRASTS  # (arm, reference) differences to summarise
     plateau_points: float = 1.0
     label_gap_points: float = 5.0
     bootstrap_samples: int = 1000
@@ -589,6 +605,32 @@ def _final_ap_file(run: dict) -> str:
     return os.path.join(os.path.dirname(run["predictions"]), "range_ap.json")
 
 
+def _paired_entry(scores: Dict[tuple, float], reference: Dict[tuple, float]) -> tuple:
+    """``(by_pair, entry)``: the paired differences of ``scores`` minus ``reference`` over the
+    (split seed, order seed) pairs they share, and their t-interval over pairs and over burn-ins
+    (pairs that continue from one burn-in share it)."""
+    by_pair = paired_deltas(scores, reference)
+    entry = t_interval(list(by_pair.values()))
+    entry["by_burn_in"] = cluster_t_interval(by_pair, lambda k: k[0])
+    return by_pair, entry
+
+
+def arm_contrasts(
+    scores: Dict[str, Dict[tuple, float]], contrasts: Sequence[Tuple[str, str]]
+) -> Dict[str, dict]:
+    """``{"<arm> - <reference>": entry}`` for each (arm, reference) of ``contrasts`` whose
+    arms share at least one pair in ``scores`` (``{arm: {(split, order): mAP}}``); ``entry`` is
+    :func:`_paired_entry`'s, plus ``per_pair`` (``{"split:order": difference}``)."""
+    out = {}
+    for arm, ref in contrasts:
+        if not set(scores.get(arm, {})) & set(scores.get(ref, {})):
+            continue
+        by_pair, entry = _paired_entry(scores[arm], scores[ref])
+        entry["per_pair"] = {f"{k[0]}:{k[1]}": d for k, d in by_pair.items()}
+        out[f"{arm} - {ref}"] = entry
+    return out
+
+
 def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings) -> dict:
     """``summary.json``: gates, per fraction the arms' mean mAP and their paired differences."""
     from ..evaluation.evaluator import DEFAULT_IOU_THRESHOLDS
@@ -612,18 +654,14 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
                        if "student" in r.get("final", {}).get("models", {})]  # fmt: skip
             if student:
                 arms[a]["student_final_mAP"] = sum(student) / len(student)
+        scores = {a: {k: r["mAP"] for k, r in rs.items()} for a, rs in by_arm.items()}
         deltas = {}
         ref = by_arm.get("supervised", {})
         for arm, rs in by_arm.items():
             if arm == "supervised" or not set(rs) & set(ref):
                 continue
-            by_pair = paired_deltas(
-                {k: r["mAP"] for k, r in rs.items()}, {k: r["mAP"] for k, r in ref.items()}
-            )
+            by_pair, entry = _paired_entry(scores[arm], scores["supervised"])
             common = list(by_pair)
-            entry = t_interval(list(by_pair.values()))
-            # Pairs that continue from one burn-in share it: the interval over burn-ins.
-            entry["by_burn_in"] = cluster_t_interval(by_pair, lambda k: k[0])
             if entry["sd"] is not None:  # sizing n from the spread so far
                 entry["pairs_for_half_width"] = {
                     "half_width": s.target_half_width,
@@ -647,6 +685,7 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
         out["fractions"][f"{fraction:g}"] = {
             "arms": arms,
             "delta_vs_supervised": deltas,
+            "contrasts": arm_contrasts(scores, s.contrasts),
             "diagnostics": arm_diagnostics([r for rs in by_arm.values() for r in rs.values()]),
         }
     return out
@@ -670,6 +709,19 @@ def _fmt_boot(entry: dict) -> str:
         return ""
     lo, hi = b["ci95"]
     return f"{b['delta']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({b['pairs']})"
+
+
+def _contrasts_table(block: dict) -> List[str]:
+    """The ``contrasts`` of one fraction: each difference between two arms, per pair too."""
+    contrasts = block.get("contrasts") or {}
+    if not contrasts:
+        return []
+    lines = ["", "| arm - reference | mean [95 % t] (pairs) | the same over burn-ins "
+             "| per pair (split:order difference) |", "|---|---|---|---|"]  # fmt: skip
+    for name, d in contrasts.items():
+        pairs = ", ".join(f"{k} {v:+.2f}" for k, v in d["per_pair"].items())
+        lines.append(f"| {name} | {_fmt(d)} | {_fmt_burn_ins(d)} | {pairs} |")
+    return lines
 
 
 def _diagnostics_table(block: dict) -> List[str]:
@@ -724,6 +776,7 @@ def write_tables(summary: dict, out_dir: str) -> None:
                 f"| {arm} | {a['mAP']:.2f} | {delta} | {_fmt_burn_ins(d)} | {size} "
                 f"| {_fmt_boot(d)} | {student} |"
             )
+        lines += _contrasts_table(block)
         lines += _diagnostics_table(block)
     atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")
 

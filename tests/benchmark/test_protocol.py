@@ -286,6 +286,11 @@ def test_script_flags_reach_the_settings(monkeypatch):
     script.main(["--arms", "supervised", "dualalign", "--bootstrap-samples", "0"])
     assert seen["settings"].arms == ("supervised", "dualalign")
     assert seen["settings"].bootstrap_samples == 0
+    assert seen["settings"].contrasts == ProtocolSettings.contrasts  # the defaults
+    script.main(["--contrast", "dualalign", "null_control", "--contrast", "csd", "supervised"])
+    assert seen["settings"].contrasts == (("dualalign", "null_control"), ("csd", "supervised"))
+    with pytest.raises(SystemExit):  # an arm the protocol does not know
+        script.main(["--contrast", "dualalign", "no_such_arm"])
 
 
 def test_every_arm_builds_and_the_teacher_null_control_has_no_unsupervised_term():
@@ -331,6 +336,40 @@ def test_tables_name_the_scored_split_and_report_the_teacher_arms_student(tmp_pa
     assert "| reference |" in sup
     # an arm without a supervised run in any of its pairs is not the reference
     assert "| no paired run |" in next(line for line in md.splitlines() if line.startswith("| csd"))
+
+
+def test_contrasts_pair_two_arms_over_their_common_pairs_and_reach_the_tables(tmp_path):
+    from dualalign.benchmark.protocol import arm_contrasts, write_tables
+
+    scores = {
+        "self_training": {(7, 0): 66.0, (7, 1): 65.5, (8, 0): 68.0, (9, 0): 70.0},
+        "teacher_null_control": {(7, 0): 65.5, (7, 1): 65.5, (8, 0): 67.0},
+        "csd": {(7, 0): 60.0},
+    }
+    c = arm_contrasts(
+        scores,
+        [("self_training", "teacher_null_control"), ("csd", "mean_teacher"),
+         ("teacher_null_control", "self_training")],
+    )  # fmt: skip
+    # no common pair with an absent arm: skipped, not an error
+    assert list(c) == ["self_training - teacher_null_control", "teacher_null_control - self_training"]
+    d = c["self_training - teacher_null_control"]
+    # split 9 has no null-control run: 3 pairs, not 4
+    assert d["per_pair"] == {"7:0": 0.5, "7:1": 0.0, "8:0": 1.0} and d["n"] == 3
+    assert math.isclose(d["mean"], 0.5) and d["ci95"][0] < 0.5 < d["ci95"][1]
+    # over burn-ins: split 7's two pairs average to one value (0.25), split 8's is 1.0
+    assert d["by_burn_in"]["n"] == 2 and math.isclose(d["by_burn_in"]["mean"], 0.625)
+    assert math.isclose(c["teacher_null_control - self_training"]["mean"], -0.5)
+
+    summary = {
+        "gates": {},
+        "fractions": {"0.25": {"arms": {"supervised": {"mAP": 65.0, "n": 3}},
+                               "delta_vs_supervised": {}, "contrasts": c, "diagnostics": {}}},
+    }  # fmt: skip
+    write_tables(summary, str(tmp_path))
+    md = (tmp_path / "tables.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| self_training - teacher"))
+    assert "+0.50 [" in row and "(3)" in row and "7:0 +0.50, 7:1 +0.00, 8:0 +1.00" in row
 
 
 def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
