@@ -10,6 +10,9 @@ paired differences with 95 % intervals.
     python scripts/run_protocol.py --stage-a-only --jobs 2        # burn-ins and gates only
     python scripts/run_protocol.py --select-on-val --arms supervised dualalign_teacher \
         --tag box0.8 DUALALIGN.PSEUDO.BOX_THRESH 0.8              # a val search point
+    python scripts/run_protocol.py --select-on-val --summarize-only --tag box0.8 \
+        --arms dualalign_teacher teacher_null_control --reference-tag ref \
+        --contrast dualalign_teacher teacher_null_control@ref     # against another point's runs
 """
 
 import argparse
@@ -24,6 +27,7 @@ from dualalign.benchmark.protocol import (
     prepare_synthetic,
     run_protocol,
     summarize_finished,
+    split_arm_tag,
     summary_dir,
 )
 
@@ -67,10 +71,10 @@ def main(argv=None):
         "--contrast",
         nargs=2,
         action="append",
-        choices=list(ARMS),
         metavar=("ARM", "REFERENCE"),
         help="summarise ARM minus REFERENCE over their common pairs (repeatable; replaces the "
-        "default contrasts: " + ", ".join(f"{a} - {r}" for a, r in CONTRASTS) + ")",
+        "default contrasts: " + ", ".join(f"{a} - {r}" for a, r in CONTRASTS) + "); an arm "
+        "of a --reference-tag point is spelt ARM@TAG",
     )
     p.add_argument("--bootstrap-samples", type=int, default=ProtocolSettings.bootstrap_samples)
     p.add_argument("--jobs", type=int, default=1, help="cores are split between this many runs")
@@ -86,6 +90,15 @@ def main(argv=None):
         help="score stage B on the val split (a hyper-parameter search; never reads test)",
     )
     p.add_argument("--tag", default="", help="names a search point (its runs and summary)")
+    p.add_argument(
+        "--reference-tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="--select-on-val --summarize-only: also read the runs of the search point TAG, as "
+        "arms ARM@TAG, e.g. --reference-tag ref --contrast self_training "
+        "teacher_null_control@ref (repeatable)",
+    )
     p.add_argument(
         "--stage-a-only",
         action="store_true",
@@ -103,6 +116,14 @@ def main(argv=None):
         "values, and the keys of stage B's budget (iterations, lr, seed, weights) are refused",
     )
     args = p.parse_args(argv)
+    for name in sum(args.contrast or [], []):
+        try:
+            split_arm_tag(name)
+        except ValueError as e:
+            p.error(f"--contrast: {e}")
+    if args.reference_tag and not (args.select_on_val and args.summarize_only):
+        p.error("--reference-tag reads other search points' runs: use it with --select-on-val "
+                "--summarize-only")
     s = ProtocolSettings(
         burn_in_iters=args.burn_in_iters,
         gate_burn_in_iters=args.gate_burn_in_iters,
@@ -118,6 +139,7 @@ def main(argv=None):
         opts=ProtocolSettings().opts + list(args.opts),
         score_split="val" if args.select_on_val else "test",
         tag=args.tag,
+        reference_tags=tuple(args.reference_tag),
     )
     if args.dataset == "synthetic":
         data = prepare_synthetic(args.data_root or os.path.join("datasets", "synthetic_protocol"))

@@ -24,6 +24,8 @@
 
 Hyper-parameters of an arm are chosen with ``score_split="val"`` (``--select-on-val``): stage B
 is then scored on the val split, in ``val_runs/`` and ``val_search/``, from the same burn-ins.
+A search point's summary can read another point's runs (``reference_tags``, arms named
+``<arm>@<tag>``), so that its contrasts pair it with that point's reference on the same pairs.
 
 Everything is resumable: a run with ``result.json`` is skipped. Outputs under
 ``<output>/protocol/<dataset>/``: ``summary.json``, ``tables.md``, ``paired_deltas.png`` and
@@ -38,7 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Sequence, Tuple
 
 from ..utils.atomic import atomic_write_json, atomic_write_text
@@ -67,6 +69,7 @@ __all__ = [
     "run_protocol",
     "summarize",
     "summarize_finished",
+    "split_arm_tag",
     "summary_dir",
 ]
 
@@ -175,6 +178,10 @@ class ProtocolSettings:
     # val_search/; the test split is never read).
     score_split: str = "test"
     tag: str = ""  # a search point's name: runs <arm>_..._<tag>, summary val_search/<tag>
+    # A search point's summary also reads the runs of these other points (their arms named
+    # ``<arm>@<tag>``), so that a contrast can pair the point with another point's reference
+    # (e.g. ``self_training - teacher_null_control@ref``) on the pairs they share.
+    reference_tags: Sequence[str] = ()
 
 
 def _runs_dir(s: ProtocolSettings, out: str) -> str:
@@ -184,6 +191,17 @@ def _runs_dir(s: ProtocolSettings, out: str) -> str:
 def summary_dir(s: ProtocolSettings, out: str) -> str:
     """Where summary.json and tables.md go: ``out``, or ``out/val_search/<tag>`` for a search."""
     return out if s.score_split == "test" else os.path.join(out, "val_search", s.tag or "default")
+
+
+def split_arm_tag(name: str) -> Tuple[str, str]:
+    """``(arm, tag)`` of an arm name as contrasts and summaries spell it: ``<arm>`` (tag "")
+    or ``<arm>@<tag>`` (the arm's runs of another search point, ``reference_tags``)."""
+    arm, _, tag = name.partition("@")
+    if arm not in ARMS or (name.endswith("@") and not tag):
+        raise ValueError(
+            f"{name!r} names no protocol arm: use ARM or ARM@TAG with ARM one of {', '.join(ARMS)}"
+        )
+    return arm, tag
 
 
 def _run_name(s: ProtocolSettings, arm: str, fraction: float, split: int, order: int) -> str:
@@ -880,7 +898,8 @@ def write_summary(s: ProtocolSettings, runs, gates, test_json: str, out_dir: str
 def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
     """The summary of the runs finished so far (a protocol still running, or stopped early):
     the burn-ins' gates if they have all ended, and every stage B run with a ``result.json``
-    among ``s``'s arms, seeds and fractions."""
+    among ``s``'s arms, seeds and fractions; with ``s.reference_tags`` also those of the other
+    search points, as arms ``<arm>@<tag>``."""
     burn_ins = []
     for f, split in burn_in_cells(s):
         path = os.path.join(out_dir, "burn_in", f"f{f:g}_split{split}", "result.json")
@@ -895,12 +914,16 @@ def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
         )
     gates["ignored"] = bool(gates["messages"])
     runs = []
-    for arm in s.arms:
-        for f in s.continue_fractions:
-            for split in s.split_seeds:
-                for order in s.order_seeds:
-                    path = os.path.join(_run_dir(s, out_dir, arm, f, split, order), "result.json")
-                    if os.path.isfile(path):
-                        with open(path) as fh:
-                            runs.append(json.load(fh))
+    for tag in (s.tag, *[t for t in s.reference_tags if t != s.tag]):
+        point = replace(s, tag=tag)
+        for arm in s.arms:
+            for f in s.continue_fractions:
+                for split in s.split_seeds:
+                    for order in s.order_seeds:
+                        run_dir = _run_dir(point, out_dir, arm, f, split, order)
+                        path = os.path.join(run_dir, "result.json")
+                        if os.path.isfile(path):
+                            with open(path) as fh:
+                                run = json.load(fh)
+                            runs.append(run if tag == s.tag else dict(run, arm=f"{arm}@{tag}"))
     return write_summary(s, runs, gates, _scored_data(s, data)["test_json"], out_dir)

@@ -291,6 +291,14 @@ def test_script_flags_reach_the_settings(monkeypatch):
     assert seen["settings"].contrasts == (("dualalign", "null_control"), ("csd", "supervised"))
     with pytest.raises(SystemExit):  # an arm the protocol does not know
         script.main(["--contrast", "dualalign", "no_such_arm"])
+    monkeypatch.setattr(script, "summarize_finished", fake_run)
+    script.main(["--select-on-val", "--summarize-only", "--tag", "w05", "--reference-tag", "ref",
+                 "--contrast", "self_training", "teacher_null_control@ref"])  # fmt: skip
+    s = seen["settings"]
+    assert s.reference_tags == ("ref",) and s.tag == "w05" and s.score_split == "val"
+    assert s.contrasts == (("self_training", "teacher_null_control@ref"),)
+    with pytest.raises(SystemExit):  # reference points are read by a val summary only
+        script.main(["--reference-tag", "ref"])
 
 
 def test_every_arm_builds_and_the_teacher_null_control_has_no_unsupervised_term():
@@ -370,6 +378,54 @@ def test_contrasts_pair_two_arms_over_their_common_pairs_and_reach_the_tables(tm
     md = (tmp_path / "tables.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| self_training - teacher"))
     assert "+0.50 [" in row and "(3)" in row and "7:0 +0.50, 7:1 +0.00, 8:0 +1.00" in row
+
+
+def test_arm_names_of_contrasts_may_name_another_search_points_runs():
+    from dualalign.benchmark.protocol import split_arm_tag
+
+    assert split_arm_tag("self_training") == ("self_training", "")
+    assert split_arm_tag("teacher_null_control@ref") == ("teacher_null_control", "ref")
+    for bad in ("no_such_arm", "no_such_arm@ref", "self_training@"):
+        with pytest.raises(ValueError, match="names no protocol arm"):
+            split_arm_tag(bad)
+
+
+def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path):
+    from dataclasses import replace
+
+    from dualalign.benchmark.protocol import _run_dir
+
+    val_json = tmp_path / "val.json"
+    val_json.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    data = {"val_name": "v", "val_json": str(val_json), "test_json": "never read", "opts": []}
+    s = ProtocolSettings(
+        split_seeds=(9, 10), order_seeds=(0,), arms=("self_training", "teacher_null_control"),
+        score_split="val", tag="w05", reference_tags=("ref", "w05"), bootstrap_samples=0,
+        contrasts=(("self_training", "teacher_null_control@ref"),),
+    )  # fmt: skip
+    scores = {("self_training", "w05"): {9: 65.0, 10: 64.0},
+              ("teacher_null_control", "ref"): {9: 64.5, 10: 63.0},
+              ("self_training", "ref"): {9: 60.0},  # another point's arm: read, named @ref
+              ("teacher_null_control", "other"): {9: 10.0}}  # not a reference tag: unread
+    for (arm, tag), by_split in scores.items():
+        for split, m in by_split.items():
+            run_dir = _run_dir(replace(s, tag=tag), str(tmp_path), arm, 0.25, split, 0)
+            os.makedirs(run_dir)
+            metrics = os.path.join(run_dir, "metrics.json")
+            open(metrics, "w").close()
+            record = {"arm": arm, "fraction": 0.25, "split_seed": split, "order_seed": 0,
+                      "mAP": m, "final": {}, "metrics_file": metrics,
+                      "predictions": os.path.join(run_dir, "absent.json")}  # fmt: skip
+            with open(os.path.join(run_dir, "result.json"), "w") as f:
+                json.dump(record, f)
+    block = summarize_finished(s, data, str(tmp_path))["fractions"]["0.25"]
+    assert sorted(block["arms"]) == [
+        "self_training", "self_training@ref", "teacher_null_control@ref"
+    ]  # fmt: skip
+    c = block["contrasts"]["self_training - teacher_null_control@ref"]
+    assert c["per_pair"] == {"9:0": 0.5, "10:0": 1.0} and math.isclose(c["mean"], 0.75)
+    md = (tmp_path / "val_search" / "w05" / "tables.md").read_text()
+    assert "| self_training - teacher_null_control@ref | +0.75 [" in md
 
 
 def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
