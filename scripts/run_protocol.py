@@ -118,9 +118,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     for name in sum(args.contrast or [], []):
         try:
-            split_arm_tag(name)
+            tag = split_arm_tag(name)[1]
         except ValueError as e:
             p.error(f"--contrast: {e}")
+        if tag and tag not in args.reference_tag:
+            p.error(f"--contrast {name}: add --reference-tag {tag} (its runs are read only then)")
     if args.reference_tag and not (args.select_on_val and args.summarize_only):
         p.error("--reference-tag reads other search points' runs: use it with --select-on-val "
                 "--summarize-only")

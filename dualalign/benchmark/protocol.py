@@ -197,7 +197,7 @@ def split_arm_tag(name: str) -> Tuple[str, str]:
     """``(arm, tag)`` of an arm name as contrasts and summaries spell it: ``<arm>`` (tag "")
     or ``<arm>@<tag>`` (the arm's runs of another search point, ``reference_tags``)."""
     arm, _, tag = name.partition("@")
-    if arm not in ARMS or (name.endswith("@") and not tag):
+    if arm not in ARMS or name.endswith("@"):
         raise ValueError(
             f"{name!r} names no protocol arm: use ARM or ARM@TAG with ARM one of {', '.join(ARMS)}"
         )

@@ -299,6 +299,9 @@ def test_script_flags_reach_the_settings(monkeypatch):
     assert s.contrasts == (("self_training", "teacher_null_control@ref"),)
     with pytest.raises(SystemExit):  # reference points are read by a val summary only
         script.main(["--reference-tag", "ref"])
+    with pytest.raises(SystemExit):  # a contrast with a point whose runs are not read
+        script.main(["--select-on-val", "--summarize-only", "--contrast", "self_training",
+                     "teacher_null_control@ref"])  # fmt: skip
 
 
 def test_every_arm_builds_and_the_teacher_null_control_has_no_unsupervised_term():
