@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from itertools import product
 from typing import Dict, List, Sequence, Tuple
 
 from ..utils.atomic import atomic_write_json, atomic_write_text
@@ -914,16 +915,12 @@ def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
         )
     gates["ignored"] = bool(gates["messages"])
     runs = []
-    for tag in (s.tag, *[t for t in s.reference_tags if t != s.tag]):
-        point = replace(s, tag=tag)
-        for arm in s.arms:
-            for f in s.continue_fractions:
-                for split in s.split_seeds:
-                    for order in s.order_seeds:
-                        run_dir = _run_dir(point, out_dir, arm, f, split, order)
-                        path = os.path.join(run_dir, "result.json")
-                        if os.path.isfile(path):
-                            with open(path) as fh:
-                                run = json.load(fh)
-                            runs.append(run if tag == s.tag else dict(run, arm=f"{arm}@{tag}"))
+    tags = (s.tag, *[t for t in s.reference_tags if t != s.tag])
+    cells = product(tags, s.arms, s.continue_fractions, s.split_seeds, s.order_seeds)
+    for tag, arm, f, split, order in cells:
+        run_dir = _run_dir(replace(s, tag=tag), out_dir, arm, f, split, order)
+        path = os.path.join(run_dir, "result.json")
+        if os.path.isfile(path):
+            run = _load_json(path)
+            runs.append(run if tag == s.tag else dict(run, arm=f"{arm}@{tag}"))
     return write_summary(s, runs, gates, _scored_data(s, data)["test_json"], out_dir)
