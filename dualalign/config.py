@@ -69,6 +69,11 @@ def add_dualalign_config(cfg):
     # Teacher detections scored in (IGNORE_THRESH, BOX_THRESH] are ignore regions: a proposal
     # matched to one is neither foreground nor background. >= BOX_THRESH: none (default).
     _C.DUALALIGN.PSEUDO.IGNORE_THRESH = 1.0
+    # The teacher labels the weak view and its left-right mirror, and the two views' detections
+    # are fused (a box both find: the score-weighted mean box, the mean score; a box one view
+    # finds: half its score) before BOX_THRESH / IGNORE_THRESH (needs BOXES). Inference and the
+    # student's views are unchanged.
+    _C.DUALALIGN.PSEUDO.FLIP_FUSION = False
     # Classification loss loss_cls_u on the proposals sampled against pseudo-boxes (needs
     # BOXES); weighted by lambda(t) like the metric terms.
     _C.DUALALIGN.PSEUDO.CLS_LOSS = False
@@ -175,6 +180,11 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.TEACHER.START_ITER = 0
     _C.DUALALIGN.TEACHER.EMA_DECAY = 0.999  # teacher = decay * teacher + (1 - decay) * student
     _C.DUALALIGN.TEACHER.EVAL_TEACHER = True  # evaluate the teacher (False: the student)
+    # Inference (--eval-only, the eval hook) returns what the teacher labels the images with,
+    # its pseudo-label detections (DUALALIGN.PSEUDO.FLIP_FUSION included), not its own
+    # inference: for choosing pseudo-box thresholds on val (scripts/pseudo_thresholds.py) on the
+    # scores the thresholds will read. Needs a teacher; never a model's score.
+    _C.DUALALIGN.TEACHER.EVAL_PSEUDO_LABELS = False
 
 
 def _fail(key, value, allowed):
@@ -243,6 +253,12 @@ def validate_dualalign_config(cfg):
             0 <= d.PSEUDO.IGNORE_THRESH <= 1
             and (d.PSEUDO.IGNORE_THRESH >= d.PSEUDO.BOX_THRESH or d.PSEUDO.BOXES),
             "0 <= value <= 1; below DUALALIGN.PSEUDO.BOX_THRESH only with DUALALIGN.PSEUDO.BOXES",
+        ),
+        (
+            "DUALALIGN.PSEUDO.FLIP_FUSION",
+            d.PSEUDO.FLIP_FUSION,
+            not d.PSEUDO.FLIP_FUSION or d.PSEUDO.BOXES,
+            "True only with DUALALIGN.PSEUDO.BOXES True",
         ),
         (
             "DUALALIGN.PSEUDO.CLS_LOSS",

@@ -181,12 +181,22 @@ class Trainer(DefaultTrainer):
     @classmethod
     def pseudo_label_quality(cls, cfg, model):
         """Precision / recall of the model's pseudo labels on ``DIAGNOSTICS.PSEUDO_DATASET``
-        (the unlabelled pool with its hidden truth), logged as ``pseudo_quality/*``."""
+        (the unlabelled pool with its hidden truth), logged as ``pseudo_quality/*``. A model
+        with an EMA teacher is measured by what the teacher labels with
+        (:meth:`~dualalign.modeling.semi_rcnn.SemiSupervisedRCNN.pseudo_label_detections`)."""
         name = cfg.DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET
         p = cfg.DUALALIGN.PSEUDO
         thresh = box_thresh_from_config(p) if p.BOXES else p.SCORE_THRESH  # the method's
         evaluator = PseudoLabelQualityEvaluator(name, thresh, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
-        return inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
+        core = unwrap(model)
+        if not isinstance(getattr(core, "teacher", None), EMATeacher):
+            return inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
+        before = core.infer_pseudo_labels
+        try:  # with a teacher, what it labels with (flip fusion included)
+            core.use_pseudo_labels_for_inference(True)
+            return inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
+        finally:
+            core.use_pseudo_labels_for_inference(before)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -198,6 +208,8 @@ class Trainer(DefaultTrainer):
         """
         core = unwrap(model)
         if evaluators is not None or not isinstance(getattr(core, "teacher", None), EMATeacher):
+            return super().test(cfg, model, evaluators)
+        if core.infer_pseudo_labels:  # DUALALIGN.TEACHER.EVAL_PSEUDO_LABELS: the labeller only
             return super().test(cfg, model, evaluators)
         evaluated = "teacher" if core.eval_teacher else "student"
         scores = {}

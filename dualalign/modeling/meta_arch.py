@@ -2,8 +2,10 @@
 
 from typing import List, Optional, Sequence, Union
 
+import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Boxes
 
 from .detector_steps import (
     joint_backbone,
@@ -12,6 +14,7 @@ from .detector_steps import (
     supervised_losses_and_extra_features,
 )
 from .dual_alignment import LOSS_NAMES
+from .flip_fusion import fuse_two_views, hflip_boxes, mirrored_inputs
 from .pseudo_boxes import box_thresh_from_config, pseudo_box_targets
 from .semi_rcnn import SemiSupervisedRCNN
 from .strong_view import StrongViewSettings, strong_views
@@ -38,7 +41,9 @@ class DualAlignRCNN(SemiSupervisedRCNN):
       ROI heads sample the unlabelled proposals; ``DUALALIGN.PSEUDO.CLS_LOSS`` adds the
       classification loss ``loss_cls_u`` on them (with every metric term off, this is the
       self-training baseline); ``DUALALIGN.PSEUDO.IGNORE_THRESH`` below the box threshold makes
-      the detections between the two ignore regions (neither foreground nor background).
+      the detections between the two ignore regions (neither foreground nor background);
+      ``DUALALIGN.PSEUDO.FLIP_FUSION``: the teacher labels the weak view and its mirror, fused
+      (:mod:`.flip_fusion`).
     * ``DUALALIGN.STRONG_AUG.ENABLED``: the student sees a strong view of the unlabelled images
       (:mod:`.strong_view`; the geometry is unchanged, so the teacher's boxes apply as they are).
     """
@@ -52,6 +57,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         pseudo_boxes: bool = False,
         box_thresh: Union[float, Sequence[float]] = 0.7,
         ignore_thresh: float = 1.0,
+        flip_fusion: bool = False,
         strong_view: Optional[StrongViewSettings] = None,
         **kwargs,
     ):
@@ -59,6 +65,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         self.pseudo_boxes = pseudo_boxes
         self.box_thresh = box_thresh
         self.ignore_thresh = ignore_thresh
+        self.flip_fusion = flip_fusion
         self.strong_view = strong_view
 
     @classmethod
@@ -72,6 +79,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             pseudo_boxes=d.PSEUDO.BOXES,
             box_thresh=box_thresh_from_config(d.PSEUDO),
             ignore_thresh=d.PSEUDO.IGNORE_THRESH,
+            flip_fusion=d.PSEUDO.FLIP_FUSION,
             strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
         )
         return ret
@@ -99,14 +107,30 @@ class DualAlignRCNN(SemiSupervisedRCNN):
     def _teacher_pseudo_labels(self, unlabeled: List[dict], proposals_u) -> dict:
         """The teacher's pseudo-labels of the weak view, as keyword arguments of the ROI heads:
         pseudo-boxes, or its class logits of the student's top proposals."""
-        images_w = self.preprocess_image(unlabeled)
         if self.pseudo_boxes:
-            detections = self.teacher_detections(images_w)
+            _, detections = self.pseudo_label_detections(unlabeled)
             targets = pseudo_box_targets(detections, self.box_thresh, self.ignore_thresh)
             return {"unlabeled_targets": targets}
         k = self.roi_heads.unlabeled_proposals_per_image
         boxes = [p.proposal_boxes.tensor[:k] for p in proposals_u]
+        images_w = self.preprocess_image(unlabeled)
         return {"unlabeled_logits": self.teacher_logits(images_w, boxes)}
+
+    @torch.no_grad()
+    def pseudo_label_detections(self, batched_inputs: List[dict]):
+        """The teacher's detections of the weak view, or with ``flip_fusion`` those of the view
+        and of its mirror (mapped back), fused (:func:`~.flip_fusion.fuse_two_views`)."""
+        images, detections = super().pseudo_label_detections(batched_inputs)
+        if not self.flip_fusion:
+            return images, detections
+        mirrored = self.preprocess_image(mirrored_inputs(batched_inputs))
+        fused = []
+        for det, det_m, (_, width) in zip(
+            detections, self.teacher_detections(mirrored), mirrored.image_sizes
+        ):
+            det_m.pred_boxes = Boxes(hflip_boxes(det_m.pred_boxes.tensor, width))
+            fused.append(fuse_two_views(det, det_m))
+        return images, fused
 
     def after_step(self):
         """Post-optimizer-step update: push this step's labelled prototypes into the bank."""

@@ -43,8 +43,8 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         weight: the maximum weight of the unsupervised terms (w_max of lambda(t)).
         rampup_iters: the sigmoid ramp-up length T of lambda(t), from the start.
         proposals_per_image: unlabelled proposals per image that a method scores.
-        teacher_start_iter, ema_decay, eval_teacher: ``DUALALIGN.TEACHER.*`` (used when
-            ``uses_teacher``).
+        teacher_start_iter, ema_decay, eval_teacher, eval_pseudo_labels:
+            ``DUALALIGN.TEACHER.*`` (used when ``uses_teacher``; ``eval_pseudo_labels`` needs it).
         use_teacher: overrides the class's ``uses_teacher`` (a method whose teacher is a
             config switch, as dual alignment's ``DUALALIGN.PSEUDO.SOURCE``).
     """
@@ -63,6 +63,7 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         teacher_start_iter: int = 0,
         ema_decay: float = 0.999,
         eval_teacher: bool = True,
+        eval_pseudo_labels: bool = False,
         use_teacher: Optional[bool] = None,
         **kwargs,
     ):
@@ -73,10 +74,17 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         self.rampup_iters = rampup_iters
         self.proposals_per_image = proposals_per_image
         self.eval_teacher = eval_teacher
+        self.infer_pseudo_labels = False
         self.teacher = None
         if self.uses_teacher:
             self.teacher = EMATeacher(self.student(), ema_decay, teacher_start_iter)
             self.register_load_state_dict_pre_hook(fill_missing_teacher)
+        elif eval_pseudo_labels:
+            raise ValueError(
+                "config error: DUALALIGN.TEACHER.EVAL_PSEUDO_LABELS = True needs a method with a "
+                "teacher (DUALALIGN.PSEUDO.SOURCE teacher, or Mean Teacher); set it False"
+            )
+        self.use_pseudo_labels_for_inference(eval_pseudo_labels)
 
     @classmethod
     def from_config(cls, cfg):
@@ -87,6 +95,7 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
             teacher_start_iter=t.START_ITER,
             ema_decay=t.EMA_DECAY,
             eval_teacher=t.EVAL_TEACHER,
+            eval_pseudo_labels=t.EVAL_PSEUDO_LABELS,
         )
         return ret
 
@@ -147,8 +156,22 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         """Run :meth:`inference` with the teacher (True) or the student (False)."""
         self.eval_teacher = bool(flag)
 
+    def use_pseudo_labels_for_inference(self, flag: bool = True):
+        """Make :meth:`inference` return what the teacher labels the images with
+        (:meth:`pseudo_label_detections`): the pseudo-label diagnostics measure the labeller
+        this way, and ``DUALALIGN.TEACHER.EVAL_PSEUDO_LABELS`` sets it. Needs a teacher."""
+        assert self.teacher is not None or not flag, "pseudo-label inference needs a teacher"
+        self.infer_pseudo_labels = bool(flag)
+
     def inference(self, batched_inputs, detected_instances=None, do_postprocess: bool = True):
-        """``GeneralizedRCNN.inference`` with the teacher's networks when it is evaluated."""
+        """``GeneralizedRCNN.inference`` with the teacher's networks when it is evaluated (or
+        the teacher's pseudo-label detections, :meth:`use_pseudo_labels_for_inference`)."""
+        if self.infer_pseudo_labels and detected_instances is None:
+            assert not self.training
+            images, results = self.pseudo_label_detections(batched_inputs)
+            if not do_postprocess:
+                return results
+            return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         if self.teacher is None or not self.eval_teacher:
             return super().inference(batched_inputs, detected_instances, do_postprocess)
         assert not self.training
@@ -170,6 +193,14 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         features = self.teacher["backbone"](images.tensor)
         logits, _ = box_head_outputs(self.teacher["roi_heads"], features, boxes)
         return logits
+
+    @torch.no_grad()
+    def pseudo_label_detections(self, batched_inputs: List[dict]):
+        """What the teacher labels ``batched_inputs`` (the weak view) with: their preprocessed
+        ``ImageList`` and, per image, detections in its frame. Here the teacher's detections;
+        a method with another labeller overrides this."""
+        images = self.preprocess_image(batched_inputs)
+        return images, self.teacher_detections(images)
 
     @torch.no_grad()
     def teacher_detections(self, images: ImageList) -> List[Instances]:

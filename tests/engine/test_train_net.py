@@ -190,6 +190,20 @@ def test_teacher_pipeline_trains_and_scores_teacher_and_student(tiny_synthetic, 
     inference = out / "inference" / "test_tp4"
     assert (inference / "range_ap_teacher.json").is_file()
     assert (inference / "range_ap_student.json").is_file()
+    # --eval-only with EVAL_PSEUDO_LABELS scores what the teacher labels with, once (no
+    # teacher / student pair: it is neither network's inference).
+    labels = tmp_path / "labels"
+    run_train_net(
+        quick_schedule("dualalign_teacher_R18_instant_test"),
+        dataset_opts(
+            tiny_synthetic, labels, "tp4", MODEL__WEIGHTS=str(out / "model_final.pth"),
+            DUALALIGN__PSEUDO__FLIP_FUSION=True, DUALALIGN__TEACHER__EVAL_PSEUDO_LABELS=True,
+        ),
+        "--eval-only",
+    )  # fmt: skip
+    written = sorted(os.listdir(labels / "inference" / "test_tp4"))
+    assert "range_ap.json" in written and "coco_instances_results.json" in written
+    assert not any(name.startswith(("range_ap_teacher", "range_ap_student")) for name in written)
 
 
 def test_evaluations_during_training_do_not_change_what_is_trained(tiny_synthetic, tmp_path):
