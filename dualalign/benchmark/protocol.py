@@ -115,6 +115,11 @@ ARMS = {
     "switch_teacher_source": ("dualalign", TEACHER),
     "switch_pseudo_boxes": ("dualalign", TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True"]),
     "switch_strong_view": ("dualalign", TEACHER + ["DUALALIGN.STRONG_AUG.ENABLED", "True"]),
+    # the teacher labels the weak view and its mirror, fused (on the pseudo-boxes it needs)
+    "switch_flip_fusion": (
+        "dualalign",
+        TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True", "DUALALIGN.PSEUDO.FLIP_FUSION", "True"],
+    ),
     "switch_tempered": ("dualalign", TEMPERED),
     "switch_grad_scale": ("dualalign", GRAD_SCALE),
     "dualalign_all": ("dualalign_teacher", TEMPERED + GRAD_SCALE),

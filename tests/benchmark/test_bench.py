@@ -93,9 +93,11 @@ def test_switch_steps_are_the_protocol_switch_arms_on_the_paper_method():
     assert strong.DUALALIGN.STRONG_AUG.ENABLED and strong.DUALALIGN.PSEUDO.SOURCE == "teacher"
     assert not plain.DUALALIGN.STRONG_AUG.ENABLED and plain.DUALALIGN.PSEUDO.SOURCE != "teacher"
     assert settings.cfg_for(s, "switch_grad_scale").DUALALIGN.EMBED.GRAD_SCALE == 0.1
+    fused = settings.cfg_for(s, "switch_flip_fusion").DUALALIGN.PSEUDO
+    assert fused.FLIP_FUSION and fused.BOXES and not plain.DUALALIGN.PSEUDO.FLIP_FUSION
     assert set(settings.SWITCH_STEP_KEYS) == {
         "h_switch_teacher_source", "h_switch_pseudo_boxes", "h_switch_strong_view",
-        "h_switch_tempered", "h_switch_grad_scale",
+        "h_switch_flip_fusion", "h_switch_tempered", "h_switch_grad_scale",
     }  # fmt: skip
 
 
