@@ -207,9 +207,9 @@ class Trainer(DefaultTrainer):
         under ``"teacher"`` and ``"student"`` too (logged as ``teacher/bbox/mAP``, ...).
         """
         core = unwrap(model)
-        if evaluators is not None or not isinstance(getattr(core, "teacher", None), EMATeacher):
-            return super().test(cfg, model, evaluators)
-        if core.infer_pseudo_labels:  # DUALALIGN.TEACHER.EVAL_PSEUDO_LABELS: the labeller only
+        teacher = isinstance(getattr(core, "teacher", None), EMATeacher)
+        # DUALALIGN.TEACHER.EVAL_PSEUDO_LABELS scores the labeller only, not teacher and student
+        if evaluators is not None or not teacher or core.infer_pseudo_labels:
             return super().test(cfg, model, evaluators)
         evaluated = "teacher" if core.eval_teacher else "student"
         scores = {}

@@ -1,8 +1,9 @@
 """A two-view labeller: the teacher's detections on an image and on its horizontal mirror, fused.
 
 With ``DUALALIGN.PSEUDO.FLIP_FUSION`` the teacher labels each weak view twice, as it is and
-mirrored left-right, and the two sets of detections (the mirror's mapped back,
-:func:`hflip_boxes`) are fused by :func:`fuse_two_views`, weighted-box-fusion style:
+mirrored left-right, and the two sets of detections (the mirror's mapped back with the
+baselines' :func:`~dualalign.baselines.consistency.flip_boxes`) are fused by
+:func:`fuse_two_views`, weighted-box-fusion style:
 
 * a detection of one view matches the detection of the other view with the same class and
   IoU >= ``iou_thresh`` (0.5), greedily by the pair's summed score, each used once;
@@ -19,25 +20,10 @@ changed, and neither is inference: the fusion is what the teacher *labels* with,
 pseudo-label diagnostics (``DUALALIGN.DIAGNOSTICS``), never what is scored.
 """
 
-from typing import List
-
 import torch
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-__all__ = ["fuse_two_views", "hflip_boxes", "mirrored_inputs"]
-
-
-def hflip_boxes(boxes: torch.Tensor, width: float) -> torch.Tensor:
-    """XYXY ``boxes`` (N, 4) of an image ``width`` pixels wide, mirrored left-right (an
-    involution: applied twice it gives ``boxes`` back)."""
-    x1, y1, x2, y2 = boxes.unbind(dim=1)
-    return torch.stack([width - x2, y1, width - x1, y2], dim=1)
-
-
-def mirrored_inputs(batched_inputs: List[dict]) -> List[dict]:
-    """The loader's dicts with each ``image`` (C, H, W) mirrored left-right; nothing else
-    changed (the caller maps boxes back with :func:`hflip_boxes`)."""
-    return [dict(x, image=x["image"].flip(-1)) for x in batched_inputs]
+__all__ = ["fuse_two_views"]
 
 
 def _greedy_pairs(iou: torch.Tensor, pair_score: torch.Tensor, iou_thresh: float):

@@ -7,6 +7,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes
 
+from ..baselines.consistency import flip_boxes, flip_image, image_widths
+
 from .detector_steps import (
     joint_backbone,
     proposals_without_loss,
@@ -14,7 +16,7 @@ from .detector_steps import (
     supervised_losses_and_extra_features,
 )
 from .dual_alignment import LOSS_NAMES
-from .flip_fusion import fuse_two_views, hflip_boxes, mirrored_inputs
+from .flip_fusion import fuse_two_views
 from .pseudo_boxes import box_thresh_from_config, pseudo_box_targets
 from .semi_rcnn import SemiSupervisedRCNN
 from .strong_view import StrongViewSettings, strong_views
@@ -123,12 +125,12 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         images, detections = super().pseudo_label_detections(batched_inputs)
         if not self.flip_fusion:
             return images, detections
-        mirrored = self.preprocess_image(mirrored_inputs(batched_inputs))
+        mirrored = self.preprocess_image([flip_image(x) for x in batched_inputs])
         fused = []
-        for det, det_m, (_, width) in zip(
-            detections, self.teacher_detections(mirrored), mirrored.image_sizes
+        for det, det_m, width in zip(
+            detections, self.teacher_detections(mirrored), image_widths(mirrored)
         ):
-            det_m.pred_boxes = Boxes(hflip_boxes(det_m.pred_boxes.tensor, width))
+            det_m.pred_boxes = Boxes(flip_boxes(det_m.pred_boxes.tensor, width))
             fused.append(fuse_two_views(det, det_m))
         return images, fused
 

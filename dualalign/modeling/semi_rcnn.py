@@ -74,7 +74,6 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         self.rampup_iters = rampup_iters
         self.proposals_per_image = proposals_per_image
         self.eval_teacher = eval_teacher
-        self.infer_pseudo_labels = False
         self.teacher = None
         if self.uses_teacher:
             self.teacher = EMATeacher(self.student(), ema_decay, teacher_start_iter)

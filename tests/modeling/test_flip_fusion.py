@@ -7,7 +7,8 @@ from detectron2.structures import Boxes, Instances
 from test_dualalign_model import build, fake_batch
 from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, step_losses
 
-from dualalign.modeling.flip_fusion import fuse_two_views, hflip_boxes, mirrored_inputs
+from dualalign.baselines.consistency import flip_boxes, flip_image
+from dualalign.modeling.flip_fusion import fuse_two_views
 
 
 def detections(boxes, scores, classes, size=(128, 128)):
@@ -21,16 +22,16 @@ def detections(boxes, scores, classes, size=(128, 128)):
 # -- pure parts ------------------------------------------------------------------------------
 
 
-def test_hflip_boxes_mirrors_x_and_is_an_involution():
+def test_flip_boxes_mirrors_x_and_is_an_involution():  # how the mirror's boxes come back
     boxes = torch.tensor([[10.0, 12.0, 50.0, 60.0], [0.0, 0.0, 128.0, 5.0]])
-    flipped = hflip_boxes(boxes, 128)
+    flipped = flip_boxes(boxes, 128)
     assert flipped.tolist() == [[78.0, 12.0, 118.0, 60.0], [0.0, 0.0, 128.0, 5.0]]
-    assert torch.equal(hflip_boxes(flipped, 128), boxes)
+    assert torch.equal(flip_boxes(flipped, 128), boxes)
 
 
-def test_mirrored_inputs_flip_the_image_only():
+def test_the_mirrored_inputs_flip_the_image_only():
     batch = fake_batch(2, True, 0)
-    mirrored = mirrored_inputs(batch)
+    mirrored = [flip_image(x) for x in batch]
     for x, m in zip(batch, mirrored):
         assert torch.equal(m["image"], x["image"].flip(-1))
         assert m["instances"] is x["instances"] and m["height"] == x["height"]
