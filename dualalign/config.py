@@ -77,6 +77,11 @@ def add_dualalign_config(cfg):
     # Classification loss loss_cls_u on the proposals sampled against pseudo-boxes (needs
     # BOXES); weighted by lambda(t) like the metric terms.
     _C.DUALALIGN.PSEUDO.CLS_LOSS = False
+    # loss_cls_u's target of an unlabelled proposal sampled as background is the teacher's
+    # softmax of its box (one-hot background otherwise); foreground rows keep their pseudo-box's
+    # class (needs CLS_LOSS). Pair with IGNORE_THRESH 1.0: an object the teacher is unsure of
+    # is then trained towards the teacher's belief instead of background or nothing.
+    _C.DUALALIGN.PSEUDO.SOFT_BACKGROUND = False
 
     # Prototype alignment, Eq. 5-8.
     _C.DUALALIGN.PROTO = CN()
@@ -265,6 +270,12 @@ def validate_dualalign_config(cfg):
             d.PSEUDO.CLS_LOSS,
             not d.PSEUDO.CLS_LOSS or d.PSEUDO.BOXES,
             "True only with DUALALIGN.PSEUDO.BOXES True",
+        ),
+        (
+            "DUALALIGN.PSEUDO.SOFT_BACKGROUND",
+            d.PSEUDO.SOFT_BACKGROUND,
+            not d.PSEUDO.SOFT_BACKGROUND or d.PSEUDO.CLS_LOSS,
+            "True only with DUALALIGN.PSEUDO.CLS_LOSS True",
         ),
         (
             "DUALALIGN.STRONG_AUG.ENABLED",

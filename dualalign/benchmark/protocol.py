@@ -120,6 +120,13 @@ ARMS = {
         "dualalign",
         TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True", "DUALALIGN.PSEUDO.FLIP_FUSION", "True"],
     ),
+    # the classification loss on pseudo-boxes, with the teacher's class distribution as the
+    # target of the unlabelled background rows (the loss it needs is part of the switch)
+    "switch_soft_background": (
+        "dualalign",
+        TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True", "DUALALIGN.PSEUDO.CLS_LOSS", "True",
+                   "DUALALIGN.PSEUDO.SOFT_BACKGROUND", "True"],
+    ),  # fmt: skip
     "switch_tempered": ("dualalign", TEMPERED),
     "switch_grad_scale": ("dualalign", GRAD_SCALE),
     "dualalign_all": ("dualalign_teacher", TEMPERED + GRAD_SCALE),

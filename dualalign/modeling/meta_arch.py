@@ -3,6 +3,7 @@
 from typing import List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes
@@ -45,7 +46,9 @@ class DualAlignRCNN(SemiSupervisedRCNN):
       self-training baseline); ``DUALALIGN.PSEUDO.IGNORE_THRESH`` below the box threshold makes
       the detections between the two ignore regions (neither foreground nor background);
       ``DUALALIGN.PSEUDO.FLIP_FUSION``: the teacher labels the weak view and its mirror, fused
-      (:mod:`.flip_fusion`).
+      (:mod:`.flip_fusion`); ``DUALALIGN.PSEUDO.SOFT_BACKGROUND``: the unlabelled proposals
+      sampled as background take the teacher's class distribution of their box as the target
+      of ``loss_cls_u`` (:mod:`.soft_background`).
     * ``DUALALIGN.STRONG_AUG.ENABLED``: the student sees a strong view of the unlabelled images
       (:mod:`.strong_view`; the geometry is unchanged, so the teacher's boxes apply as they are).
     """
@@ -108,21 +111,30 @@ class DualAlignRCNN(SemiSupervisedRCNN):
 
     def _teacher_pseudo_labels(self, unlabeled: List[dict], proposals_u) -> dict:
         """The teacher's pseudo-labels of the weak view, as keyword arguments of the ROI heads:
-        pseudo-boxes, or its class logits of the student's top proposals."""
+        pseudo-boxes (with ``DUALALIGN.PSEUDO.SOFT_BACKGROUND``, also the teacher's class
+        probabilities of given boxes, from the same backbone pass), or its class logits of the
+        student's top proposals."""
         if self.pseudo_boxes:
-            _, detections = self.pseudo_label_detections(unlabeled)
-            targets = pseudo_box_targets(detections, self.box_thresh, self.ignore_thresh)
-            return {"unlabeled_targets": targets}
+            view = self.teacher_view(unlabeled)
+            _, detections = self.pseudo_label_detections(unlabeled, view)
+            out = {"unlabeled_targets": pseudo_box_targets(detections, self.box_thresh,
+                                                           self.ignore_thresh)}  # fmt: skip
+            if self.roi_heads.soft_background:
+                features_w = view[1]
+                out["unlabeled_teacher_probs"] = lambda boxes: F.softmax(
+                    self.teacher_box_logits(features_w, boxes), dim=1
+                )
+            return out
         k = self.roi_heads.unlabeled_proposals_per_image
         boxes = [p.proposal_boxes.tensor[:k] for p in proposals_u]
         images_w = self.preprocess_image(unlabeled)
         return {"unlabeled_logits": self.teacher_logits(images_w, boxes)}
 
     @torch.no_grad()
-    def pseudo_label_detections(self, batched_inputs: List[dict]):
+    def pseudo_label_detections(self, batched_inputs: List[dict], view=None):
         """The teacher's detections of the weak view, or with ``flip_fusion`` those of the view
         and of its mirror (mapped back), fused (:func:`~.flip_fusion.fuse_two_views`)."""
-        images, detections = super().pseudo_label_detections(batched_inputs)
+        images, detections = super().pseudo_label_detections(batched_inputs, view)
         if not self.flip_fusion:
             return images, detections
         mirrored = self.preprocess_image([flip_image(x) for x in batched_inputs])

@@ -6,7 +6,7 @@ unlabelled rows, a small MLP, a C x D distance matrix and a few prototype means.
 class behaves exactly as ``StandardROIHeads``: the projection head and proxies are not run.
 """
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,10 @@ from .memory_bank import PrototypeMemoryBank
 from .metric_losses import class_prototypes
 from .projection_head import ClassProxies, ProjectionHead
 from .pseudo_labels import gt_class_scores, pseudo_label
+from .soft_background import soft_background_targets, soft_cross_entropy
+
+# The teacher's class probabilities [N, C + 1] of given XYXY boxes per unlabelled image.
+TeacherProbs = Callable[[List[torch.Tensor]], torch.Tensor]
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -39,7 +43,9 @@ class DualAlignROIHeads(StandardROIHeads):
       (:mod:`.pseudo_boxes`); the unlabelled proposals are matched and sampled against them
       like the labelled ones, foreground rows enter the metric terms with the matched box's
       class and score, background rows the background proxy's term when there is one, and with
-      ``cls_loss_unlabeled`` the classifier gets ``loss_cls_u`` on every sampled row.
+      ``cls_loss_unlabeled`` the classifier gets ``loss_cls_u`` on every sampled row (with
+      ``soft_background``, the background rows' target is ``unlabeled_teacher_probs`` of their
+      boxes: the teacher's class distribution).
 
     ``embed_grad_scale`` scales the metric terms' gradient where it enters the box-head features
     H (the features box regression reads too); 1 is the paper.
@@ -58,6 +64,7 @@ class DualAlignROIHeads(StandardROIHeads):
         loss_switches: Dict[str, bool],
         proxy_options: Optional[Dict[str, object]] = None,
         cls_loss_unlabeled: bool = False,
+        soft_background: bool = False,
         embed_grad_scale: float = 1.0,
         **kwargs,
     ):
@@ -73,6 +80,7 @@ class DualAlignROIHeads(StandardROIHeads):
         self.loss_switches = loss_switches
         self.proxy_options = dict(proxy_options or {})
         self.cls_loss_unlabeled = cls_loss_unlabeled
+        self.soft_background = soft_background
         self.embed_grad_scale = embed_grad_scale
         if not (loss_switches["loss_pml_l"] or loss_switches["loss_pml_u"]):
             # Without proposal alignment nothing reads the proxies: freeze them, so DDP does not
@@ -113,6 +121,7 @@ class DualAlignROIHeads(StandardROIHeads):
             "include_positive": d.PROXY.INCLUDE_POSITIVE,
         }
         ret["cls_loss_unlabeled"] = d.PSEUDO.CLS_LOSS
+        ret["soft_background"] = d.PSEUDO.SOFT_BACKGROUND
         ret["embed_grad_scale"] = d.EMBED.GRAD_SCALE
         ret["loss_switches"] = {
             "loss_pml_l": d.LOSS.PML_LABELED,
@@ -141,6 +150,7 @@ class DualAlignROIHeads(StandardROIHeads):
         unlabeled_proposals: Optional[List[Instances]] = None,
         unlabeled_targets: Optional[List[Instances]] = None,
         unlabeled_logits: Optional[torch.Tensor] = None,
+        unlabeled_teacher_probs: Optional[TeacherProbs] = None,
     ):
         if not self.training:
             return super().forward(images, features, proposals, targets)
@@ -174,9 +184,8 @@ class DualAlignROIHeads(StandardROIHeads):
             if unlabeled_targets is not None:
                 unlabeled, background_u = self._pseudo_box_batches(h_u, unlabeled_proposals)
                 if self.cls_loss_unlabeled:
-                    y = torch.cat([p.gt_classes for p in unlabeled_proposals])
-                    losses["loss_cls_u"] = (
-                        F.cross_entropy(logits_u, y) if len(y) else zero_with_graph(logits_u)
+                    losses["loss_cls_u"] = self._unlabeled_cls_loss(
+                        logits_u, unlabeled_proposals, unlabeled_teacher_probs
                     )
             else:
                 source = logits_u.detach() if unlabeled_logits is None else unlabeled_logits
@@ -188,6 +197,22 @@ class DualAlignROIHeads(StandardROIHeads):
                                     unlabeled, background_u)
             )  # fmt: skip
         return proposals, losses
+
+    def _unlabeled_cls_loss(
+        self, logits_u: torch.Tensor, sampled: List[Instances], teacher_probs: Optional[TeacherProbs]
+    ) -> torch.Tensor:
+        """``loss_cls_u``: cross-entropy of the unlabelled rows sampled against pseudo-boxes,
+        with hard targets, or with ``soft_background`` the teacher's class distribution as the
+        target of the background rows (:mod:`.soft_background`)."""
+        y = torch.cat([p.gt_classes for p in sampled])
+        if not len(y):
+            return zero_with_graph(logits_u)
+        if not self.soft_background:
+            return F.cross_entropy(logits_u, y)
+        assert teacher_probs is not None, "soft background targets need the teacher's probabilities"
+        bg_boxes = [p.proposal_boxes.tensor[p.gt_classes == self.num_classes] for p in sampled]
+        targets = soft_background_targets(y, teacher_probs(bg_boxes), self.num_classes)
+        return soft_cross_entropy(logits_u, targets)
 
     def _pseudo_box_batches(self, h_u: torch.Tensor, sampled: List[Instances]):
         """Foreground and background metric batches of unlabelled proposals sampled against

@@ -22,7 +22,7 @@ follows mmdetection 3.x's ``SemiBaseDetector`` (supervised loss, pseudo-labels, 
 loss, weighting as overridable steps).
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -186,28 +186,45 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
 
     @torch.no_grad()
-    def teacher_logits(self, images: ImageList, boxes: List[torch.Tensor]) -> torch.Tensor:
-        """The teacher's class logits of given XYXY ``boxes`` per image of preprocessed
-        ``images`` (rows in image order; no gradient)."""
-        features = self.teacher["backbone"](images.tensor)
+    def teacher_view(self, batched_inputs: List[dict]) -> Tuple[ImageList, Dict[str, torch.Tensor]]:
+        """``batched_inputs`` preprocessed, and the teacher's feature maps of them."""
+        images = self.preprocess_image(batched_inputs)
+        return images, self.teacher["backbone"](images.tensor)
+
+    @torch.no_grad()
+    def teacher_box_logits(
+        self, features: Dict[str, torch.Tensor], boxes: List[torch.Tensor]
+    ) -> torch.Tensor:
+        """The teacher's class logits of given XYXY ``boxes`` per image, from its ``features``
+        of those images (rows in image order; no gradient)."""
         logits, _ = box_head_outputs(self.teacher["roi_heads"], features, boxes)
         return logits
 
     @torch.no_grad()
-    def pseudo_label_detections(self, batched_inputs: List[dict]):
-        """What the teacher labels ``batched_inputs`` (the weak view) with: their preprocessed
-        ``ImageList`` and, per image, detections in its frame. Here the teacher's detections;
-        a method with another labeller overrides this."""
-        images = self.preprocess_image(batched_inputs)
-        return images, self.teacher_detections(images)
+    def teacher_logits(self, images: ImageList, boxes: List[torch.Tensor]) -> torch.Tensor:
+        """The teacher's class logits of given XYXY ``boxes`` per image of preprocessed
+        ``images`` (rows in image order; no gradient)."""
+        return self.teacher_box_logits(self.teacher["backbone"](images.tensor), boxes)
 
     @torch.no_grad()
-    def teacher_detections(self, images: ImageList) -> List[Instances]:
+    def pseudo_label_detections(self, batched_inputs: List[dict], view=None):
+        """What the teacher labels ``batched_inputs`` (the weak view) with: their preprocessed
+        ``ImageList`` and, per image, detections in its frame. Here the teacher's detections;
+        a method with another labeller overrides this. ``view``: :meth:`teacher_view` of
+        ``batched_inputs`` when the caller has it already (one backbone pass, not two)."""
+        images, features = view if view is not None else self.teacher_view(batched_inputs)
+        return images, self.teacher_detections(images, features)
+
+    @torch.no_grad()
+    def teacher_detections(
+        self, images: ImageList, features: Optional[Dict[str, torch.Tensor]] = None
+    ) -> List[Instances]:
         """The teacher's detections on preprocessed ``images`` (test-time RPN, ROI heads, NMS
         and score threshold), in the frame of ``images``: its inference, and its pseudo-boxes
-        in training."""
+        in training. ``features``: the teacher's feature maps of ``images``, when known."""
         backbone, rpn, roi_heads = (self.teacher[n] for n in self.student_parts)
-        features = backbone(images.tensor)
+        if features is None:
+            features = backbone(images.tensor)
         proposals, _ = rpn(images, features, None)
         results, _ = roi_heads(images, features, proposals, None)
         return results

@@ -95,9 +95,12 @@ def test_switch_steps_are_the_protocol_switch_arms_on_the_paper_method():
     assert settings.cfg_for(s, "switch_grad_scale").DUALALIGN.EMBED.GRAD_SCALE == 0.1
     fused = settings.cfg_for(s, "switch_flip_fusion").DUALALIGN.PSEUDO
     assert fused.FLIP_FUSION and fused.BOXES and not plain.DUALALIGN.PSEUDO.FLIP_FUSION
+    soft = settings.cfg_for(s, "switch_soft_background").DUALALIGN.PSEUDO
+    assert soft.SOFT_BACKGROUND and soft.CLS_LOSS and not plain.DUALALIGN.PSEUDO.SOFT_BACKGROUND
     assert set(settings.SWITCH_STEP_KEYS) == {
         "h_switch_teacher_source", "h_switch_pseudo_boxes", "h_switch_strong_view",
-        "h_switch_flip_fusion", "h_switch_tempered", "h_switch_grad_scale",
+        "h_switch_flip_fusion", "h_switch_soft_background", "h_switch_tempered",
+        "h_switch_grad_scale",
     }  # fmt: skip
 
 

@@ -76,7 +76,7 @@ def test_each_detection_is_matched_once_highest_pair_first():
 def fixed_teacher(box, score=0.8, cls=1):
     """A teacher that finds the same ``box`` in every image it is given (mirrored or not)."""
 
-    def teacher_detections(images):
+    def teacher_detections(images, features=None):
         return [detections([box], [score], [cls], size) for size in images.image_sizes]
 
     return teacher_detections

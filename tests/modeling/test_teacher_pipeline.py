@@ -121,7 +121,7 @@ def test_pseudo_box_targets_per_class_thresholds():
 
 
 def test_per_class_box_thresholds_reach_the_model_and_change_only_their_class(monkeypatch):
-    def two_detections(images):  # classes 0 and 1, both scored 0.8, on every unlabelled image
+    def two_detections(images, features=None):  # classes 0 and 1, both scored 0.8, on every unlabelled image
         out = []
         for size in images.image_sizes:
             det = Instances(size)
@@ -196,9 +196,9 @@ def test_teacher_labels_the_weak_view_and_the_student_sees_the_strong_one(monkey
     seen = {}
     real = model.teacher_detections
 
-    def spy(images):
+    def spy(images, features=None):
         seen["teacher"] = images.tensor.clone()
-        return real(images)
+        return real(images, features)
 
     monkeypatch.setattr(model, "teacher_detections", spy)
     unlabeled = fake_batch(2, False, 1)
@@ -223,7 +223,7 @@ def test_ignore_regions_take_proposals_out_of_the_unlabeled_sample_and_nothing_e
 
     region = [[8.0, 8.0, 100.0, 100.0]]  # one unsure detection (0.5) per unlabelled image
 
-    def unsure_detections(images):
+    def unsure_detections(images, features=None):
         out = []
         for size in images.image_sizes:
             det = Instances(size)
@@ -324,6 +324,9 @@ def test_grad_scale_scales_the_metric_gradient_into_h_and_nothing_else():
         (["DUALALIGN.PSEUDO.SOURCE", "ema"], "DUALALIGN.PSEUDO.SOURCE"),
         (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.CLS_LOSS", "True"],
          "DUALALIGN.PSEUDO.CLS_LOSS"),
+        (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.BOXES", "True",
+          "DUALALIGN.PSEUDO.SOFT_BACKGROUND", "True"],
+         "DUALALIGN.PSEUDO.SOFT_BACKGROUND"),  # without CLS_LOSS
         (["DUALALIGN.EMBED.GRAD_SCALE", "-1"], "DUALALIGN.EMBED.GRAD_SCALE"),
         (["DUALALIGN.PSEUDO.IGNORE_THRESH", "0.3"], "DUALALIGN.PSEUDO.IGNORE_THRESH"),
         (["DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS", "[0.9, 0.9]"],
