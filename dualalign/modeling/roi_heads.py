@@ -199,7 +199,10 @@ class DualAlignROIHeads(StandardROIHeads):
         return proposals, losses
 
     def _unlabeled_cls_loss(
-        self, logits_u: torch.Tensor, sampled: List[Instances], teacher_probs: Optional[TeacherProbs]
+        self,
+        logits_u: torch.Tensor,
+        sampled: List[Instances],
+        teacher_probs: Optional[TeacherProbs],
     ) -> torch.Tensor:
         """``loss_cls_u``: cross-entropy of the unlabelled rows sampled against pseudo-boxes,
         with hard targets, or with ``soft_background`` the teacher's class distribution as the
