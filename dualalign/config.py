@@ -157,6 +157,11 @@ def add_dualalign_config(cfg):
     # every PSEUDO_PERIOD iterations (0: at the end only). Training never reads it.
     _C.DUALALIGN.DIAGNOSTICS.PSEUDO_DATASET = ""
     _C.DUALALIGN.DIAGNOSTICS.PSEUDO_PERIOD = 0
+    # An upper bound, never a method: the unlabelled images' own annotations replace the
+    # teacher's pseudo-boxes (score 1; needs PSEUDO.BOXES and a truth set, e.g. the synthetic
+    # pool's unlabeled_with_gt.json registered through DATASETS.COCO, in
+    # DATASETS.TRAIN_UNLABELED). Everything else (losses, views, sampling) is the method's.
+    _C.DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES = False
 
     # Fault handling during training.
     _C.DUALALIGN.SOLVER = CN()
@@ -310,6 +315,12 @@ def validate_dualalign_config(cfg):
             d.DIAGNOSTICS.PSEUDO_PERIOD,
             d.DIAGNOSTICS.PSEUDO_PERIOD >= 0,
             ">= 0 (0 = at the end)",
+        ),
+        (
+            "DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES",
+            d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES,
+            not d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES or d.PSEUDO.BOXES,
+            "True only with DUALALIGN.PSEUDO.BOXES True",
         ),
         (
             "DUALALIGN.SOLVER.MAX_BAD_STEPS",

@@ -201,11 +201,22 @@ def build_paired_loader(cfg, labeled_records, unlabeled_records, start_iter: int
             "no unlabelled images: set DUALALIGN.DATASETS.TRAIN_UNLABELED (or "
             "REMAINDER_AS_UNLABELED=True), or train with DUALALIGN.METHOD supervised"
         )
+    if cfg.DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES:
+        bare = next((r for r in unlabeled_records if "annotations" not in r), None)
+        if bare is not None:
+            raise ValueError(
+                "DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES reads the unlabelled images' truth, "
+                f"but the unlabelled record {bare.get('file_name')} (image_id "
+                f"{bare.get('image_id')}) has no annotations; put a set with the pool's truth in "
+                "DUALALIGN.DATASETS.TRAIN_UNLABELED (and REMAINDER_AS_UNLABELED False), or set "
+                "the key False"
+            )
     mapper_u = CytologyDatasetMapper(
         build_train_augmentations(cfg),
         cfg.INPUT.FORMAT,
         is_train=True,
-        labeled=False,
+        # the oracle diagnostic reads the unlabelled images' truth (never a method)
+        labeled=cfg.DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES,
         read_errors=cfg.DUALALIGN.DATASETS.READ_ERRORS,
     )
     key_u = "DUALALIGN.UNLABELED_IMS_PER_BATCH"

@@ -18,7 +18,7 @@ from .detector_steps import (
 )
 from .dual_alignment import LOSS_NAMES
 from .flip_fusion import fuse_two_views
-from .pseudo_boxes import box_thresh_from_config, pseudo_box_targets
+from .pseudo_boxes import box_thresh_from_config, oracle_box_targets, pseudo_box_targets
 from .semi_rcnn import SemiSupervisedRCNN
 from .strong_view import StrongViewSettings, strong_views
 
@@ -64,6 +64,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         ignore_thresh: float = 1.0,
         flip_fusion: bool = False,
         strong_view: Optional[StrongViewSettings] = None,
+        oracle_pseudo_boxes: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -72,6 +73,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         self.ignore_thresh = ignore_thresh
         self.flip_fusion = flip_fusion
         self.strong_view = strong_view
+        self.oracle_pseudo_boxes = oracle_pseudo_boxes
 
     @classmethod
     def from_config(cls, cfg):
@@ -86,6 +88,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             ignore_thresh=d.PSEUDO.IGNORE_THRESH,
             flip_fusion=d.PSEUDO.FLIP_FUSION,
             strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
+            oracle_pseudo_boxes=d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES,
         )
         return ret
 
@@ -116,9 +119,12 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         student's top proposals."""
         if self.pseudo_boxes:
             view = self.teacher_view(unlabeled)
-            _, detections = self.pseudo_label_detections(unlabeled, view)
-            out = {"unlabeled_targets": pseudo_box_targets(detections, self.box_thresh,
-                                                           self.ignore_thresh)}  # fmt: skip
+            if self.oracle_pseudo_boxes:  # the diagnostic: the images' truth, not the teacher
+                targets = oracle_box_targets(unlabeled, self.device)
+            else:
+                _, detections = self.pseudo_label_detections(unlabeled, view)
+                targets = pseudo_box_targets(detections, self.box_thresh, self.ignore_thresh)
+            out = {"unlabeled_targets": targets}
             if self.roi_heads.soft_background:
                 features_w = view[1]
                 out["unlabeled_teacher_probs"] = lambda boxes: F.softmax(

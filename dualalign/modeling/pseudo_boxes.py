@@ -28,7 +28,12 @@ from typing import List, Sequence, Union
 import torch
 from detectron2.structures import Instances
 
-__all__ = ["box_thresh_from_config", "detection_thresholds", "pseudo_box_targets"]
+__all__ = [
+    "box_thresh_from_config",
+    "detection_thresholds",
+    "oracle_box_targets",
+    "pseudo_box_targets",
+]
 
 Thresh = Union[float, Sequence[float]]
 
@@ -75,5 +80,29 @@ def pseudo_box_targets(
         classes[det.scores[keep] <= thresh[keep]] = -1
         target.gt_classes = classes
         target.gt_scores = det.scores[keep]
+        out.append(target)
+    return out
+
+
+def oracle_box_targets(batched_inputs: List[dict], device) -> List[Instances]:
+    """Pseudo ground truth from the images' own ``instances`` (score 1): the diagnostic
+    ``DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES``, an upper bound of what pseudo-boxes can give.
+
+    Raises:
+        ValueError: an input without ``instances`` (the unlabelled set holds no truth).
+    """
+    out = []
+    for i, x in enumerate(batched_inputs):
+        if "instances" not in x:
+            raise ValueError(
+                f"DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES: unlabelled image {i} of the batch "
+                f"({x.get('file_name', 'no file name')}) has no annotations; put a set with the "
+                "pool's truth in DUALALIGN.DATASETS.TRAIN_UNLABELED, or set the key False"
+            )
+        truth = x["instances"].to(device)
+        target = Instances(truth.image_size)
+        target.gt_boxes = truth.gt_boxes
+        target.gt_classes = truth.gt_classes
+        target.gt_scores = torch.ones(len(truth), device=device)
         out.append(target)
     return out
