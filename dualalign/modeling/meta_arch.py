@@ -118,14 +118,16 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         probabilities of given boxes, from the same backbone pass), or its class logits of the
         student's top proposals."""
         if self.pseudo_boxes:
-            view = self.teacher_view(unlabeled)
+            soft = self.roi_heads.soft_background
+            # the teacher's backbone pass: for its detections and / or the soft targets
+            view = self.teacher_view(unlabeled) if soft or not self.oracle_pseudo_boxes else None
             if self.oracle_pseudo_boxes:  # the diagnostic: the images' truth, not the teacher
                 targets = oracle_box_targets(unlabeled, self.device)
             else:
                 _, detections = self.pseudo_label_detections(unlabeled, view)
                 targets = pseudo_box_targets(detections, self.box_thresh, self.ignore_thresh)
             out = {"unlabeled_targets": targets}
-            if self.roi_heads.soft_background:
+            if soft:
                 features_w = view[1]
                 out["unlabeled_teacher_probs"] = lambda boxes: F.softmax(
                     self.teacher_box_logits(features_w, boxes), dim=1
