@@ -5,7 +5,7 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 from test_dualalign_model import CPU_CFG, build, fake_batch
-from test_teacher_pipeline import SUPERVISED, TEACHER_CFG
+from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, record_sampling
 
 from dualalign.data.build import build_paired_loader
 from dualalign.engine.setup import build_cfg
@@ -29,11 +29,7 @@ def test_the_oracle_samples_unlabelled_proposals_against_the_truth_not_the_teach
         raise AssertionError("the oracle must not ask the teacher for pseudo-boxes")
 
     monkeypatch.setattr(model, "teacher_detections", no_teacher_detections)
-    sampled, sample = [], model.roi_heads.label_and_sample_proposals
-    monkeypatch.setattr(
-        model.roi_heads, "label_and_sample_proposals",
-        lambda p, t: sampled.extend(sample(p, t)) or sampled[-len(p):],
-    )  # fmt: skip
+    sampled = record_sampling(monkeypatch, model.roi_heads)
     torch.manual_seed(0)
     model.train()
     with EventStorage():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 from test_dualalign_model import build
-from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, step_losses
+from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, record_sampling, step_losses
 
 from dualalign.modeling.soft_background import soft_background_targets, soft_cross_entropy
 
@@ -76,11 +76,7 @@ def run(monkeypatch, tag, soft, background_logit=None):
         return logits
 
     monkeypatch.setattr(model, "teacher_box_logits", teacher_box_logits)
-    sampled, sample = [], model.roi_heads.label_and_sample_proposals
-    monkeypatch.setattr(
-        model.roi_heads, "label_and_sample_proposals",
-        lambda p, t: sampled.extend(sample(p, t)) or sampled[-len(p):],
-    )  # fmt: skip
+    sampled = record_sampling(monkeypatch, model.roi_heads)
     losses = step_losses(model)
     return model, losses, asked, sampled[2:]  # the 2 unlabelled images' sampled rows
 

@@ -30,6 +30,17 @@ def step_losses(model, seed=0):
         return model(fake_batch(2, True, 0), fake_batch(2, False, 1))
 
 
+def record_sampling(monkeypatch, roi_heads) -> list:
+    """Make ``roi_heads`` append every proposal it samples (labelled images first, then
+    unlabelled ones, per call) to the returned list; sampling itself is unchanged."""
+    sampled, sample = [], roi_heads.label_and_sample_proposals
+    monkeypatch.setattr(
+        roi_heads, "label_and_sample_proposals",
+        lambda p, t: sampled.extend(sample(p, t)) or sampled[-len(p):],
+    )  # fmt: skip
+    return sampled
+
+
 # -- pure parts ------------------------------------------------------------------------------
 
 
@@ -240,11 +251,7 @@ def test_ignore_regions_take_proposals_out_of_the_unlabeled_sample_and_nothing_e
             DUALALIGN__PSEUDO__BOX_THRESH=0.7, DUALALIGN__PSEUDO__IGNORE_THRESH=ignore,
         )  # fmt: skip
         monkeypatch.setattr(model, "teacher_detections", unsure_detections)
-        real, sampled = model.roi_heads.label_and_sample_proposals, []
-        monkeypatch.setattr(
-            model.roi_heads, "label_and_sample_proposals",
-            lambda p, t: sampled.extend(real(p, t)) or sampled[-len(p):],
-        )  # fmt: skip
+        sampled = record_sampling(monkeypatch, model.roi_heads)
         runs[name] = (step_losses(model), sampled[2:])  # the 2 unlabelled images
     (off, u_off), (band, u_band) = runs["off"], runs["band"]
     for k in SUPERVISED:  # the labelled side is sampled and trained as before
