@@ -190,6 +190,21 @@ def test_generate_dataset_is_deterministic_and_idempotent(tmp_path):
     assert os.path.isfile(os.path.join(a, "images", "val", "000001.png"))
 
 
+def test_generate_dataset_with_jobs_writes_the_same_files(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    generate_dataset(a, seed=2, **SMALL)
+    generate_dataset(b, seed=2, jobs=2, **SMALL)
+    files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs)
+    assert files == sorted(
+        os.path.relpath(os.path.join(d, f), b) for d, _, fs in os.walk(b) for f in fs
+    )
+    for rel in files:
+        with open(os.path.join(a, rel), "rb") as fa, open(os.path.join(b, rel), "rb") as fb:
+            assert fa.read() == fb.read(), rel
+    with pytest.raises(ValueError, match="jobs >= 1"):
+        generate_dataset(str(tmp_path / "c"), seed=2, jobs=0, **SMALL)
+
+
 def test_make_synthetic_cli(tmp_path, capsys):
     out = tmp_path / "cli"
     cli.main(

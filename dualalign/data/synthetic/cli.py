@@ -103,6 +103,9 @@ def main(argv=None):
     p.add_argument(
         "--num-patients", type=int, default=None, help="patients per split (default: images // 4)"
     )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="processes rendering the images (same files for any)"
+    )
     p.add_argument("--no-variation", action="store_true", help="fixed stain palette and cell scale")
     p.add_argument(
         "--preview",
@@ -139,6 +142,7 @@ def main(argv=None):
         num_test=args.num_test,
         variation=not args.no_variation,
         num_patients=args.num_patients,
+        jobs=args.jobs,
     )
     summary(paths)
 

@@ -3,7 +3,8 @@
 import json
 import os
 import re
-from typing import Dict, List, Optional
+from multiprocessing import get_context
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -15,6 +16,20 @@ from .plan import CLASS_NAMES, GENERATOR_VERSION, SPLITS, UNLABELED_NEGATIVE_FRA
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The random stream of image ``index`` of ``split``: independent of the other images."""
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
+
+
+def _write_image(task: Tuple[str, int, int, str, int, bool]) -> List[dict]:
+    """Render and write image ``index`` of ``split``; its annotations (one pool task)."""
+    image_root, seed, index, split, image_size, variation = task
+    rng = image_rng(seed, split, index)
+    num_abnormal = None
+    if split == "unlabeled" and rng.random() < UNLABELED_NEGATIVE_FRACTION:
+        num_abnormal = 0
+    image, anns = render_patch(rng, image_size, variation, num_abnormal)
+    path = os.path.join(image_root, f"{split}/{index:06d}.png")
+    if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return anns
 
 
 def _coco(split: str, images: List[dict], annotations: List[dict], seed: int) -> dict:
@@ -72,6 +87,7 @@ def generate_dataset(
     num_test: int = 40,
     variation: bool = True,
     num_patients: Optional[int] = None,
+    jobs: int = 1,
 ) -> Dict[str, str]:
     """Write the synthetic data set (PNGs and COCO jsons) under ``out_dir``.
 
@@ -88,6 +104,7 @@ def generate_dataset(
         num_labeled, num_unlabeled, num_val, num_test: images per split.
         variation: per-image stain / scale variation (see ``render_patch``).
         num_patients: patients per split; default max(1, images // 4) per split.
+        jobs: processes rendering the images (the same files for any value).
 
     Returns:
         {"labeled", "unlabeled", "val", "test": json paths, "image_root": out_dir/images}.
@@ -95,10 +112,10 @@ def generate_dataset(
         rewritten.
     """
     counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val, "test": num_test}
-    if min(counts.values()) < 0 or image_size < 32:
+    if min(counts.values()) < 0 or image_size < 32 or jobs < 1:
         raise ValueError(
-            f"image counts must be >= 0 and image_size >= 32, got {counts}, "
-            f"image_size={image_size}"
+            f"image counts must be >= 0, image_size >= 32 and jobs >= 1, got {counts}, "
+            f"image_size={image_size}, jobs={jobs}"
         )
     params = {
         "generator_version": GENERATOR_VERSION,
@@ -118,55 +135,55 @@ def generate_dataset(
     if os.path.exists(manifest):
         os.remove(manifest)  # the set is incomplete until the manifest is written again
     patients = _patient_counts(counts, num_patients)
-    first_patient = 0
-    for split in SPLITS:
-        split_dir = os.path.join(image_root, split)
-        os.makedirs(split_dir, exist_ok=True)
-        for name in os.listdir(split_dir):  # stale images of an earlier, larger set
-            if re.fullmatch(r"\d{6}\.png", name):
-                os.remove(os.path.join(split_dir, name))
-        images, annotations = [], []
-        n, k = counts[split], patients[split]
-        for i in range(n):
-            rng = image_rng(seed, split, i)
-            num_abnormal = None
-            if split == "unlabeled" and rng.random() < UNLABELED_NEGATIVE_FRACTION:
-                num_abnormal = 0
-            image, anns = render_patch(rng, image_size, variation, num_abnormal)
-            file_name = f"{split}/{i:06d}.png"
-            if not cv2.imwrite(
-                os.path.join(image_root, file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            ):
-                raise OSError(f"could not write {os.path.join(image_root, file_name)}")
-            images.append(
-                {
-                    "id": i + 1,
-                    "file_name": file_name,
-                    "width": image_size,
-                    "height": image_size,
-                    "patient_id": f"P{first_patient + i * k // n:04d}",
-                }
-            )
-            for ann in anns:
-                x, y, w, h = ann["bbox"]
-                annotations.append(
+    # spawn, not fork: the caller may hold threads (torch, OpenCV) that a fork would copy
+    pool = get_context("spawn").Pool(jobs) if jobs > 1 else None
+    try:
+        first_patient = 0
+        for split in SPLITS:
+            split_dir = os.path.join(image_root, split)
+            os.makedirs(split_dir, exist_ok=True)
+            for name in os.listdir(split_dir):  # stale images of an earlier, larger set
+                if re.fullmatch(r"\d{6}\.png", name):
+                    os.remove(os.path.join(split_dir, name))
+            images, annotations = [], []
+            n, k = counts[split], patients[split]
+            tasks = [(image_root, seed, i, split, image_size, variation) for i in range(n)]
+            rendered = pool.map(_write_image, tasks) if pool else map(_write_image, tasks)
+            for i, anns in enumerate(rendered):
+                file_name = f"{split}/{i:06d}.png"
+                images.append(
                     {
-                        "id": len(annotations) + 1,
-                        "image_id": i + 1,
-                        "category_id": ann["category_id"],
-                        "bbox": ann["bbox"],
-                        "area": w * h,
-                        "iscrowd": 0,
+                        "id": i + 1,
+                        "file_name": file_name,
+                        "width": image_size,
+                        "height": image_size,
+                        "patient_id": f"P{first_patient + i * k // n:04d}",
                     }
                 )
-        first_patient += k
-        if split == "unlabeled":
-            atomic_write_json(
-                os.path.join(out_dir, "unlabeled_with_gt.json"),
-                _coco(split, images, annotations, seed),
-            )
-            annotations = []
-        atomic_write_json(paths[split], _coco(split, images, annotations, seed))
+                for ann in anns:
+                    x, y, w, h = ann["bbox"]
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": i + 1,
+                            "category_id": ann["category_id"],
+                            "bbox": ann["bbox"],
+                            "area": w * h,
+                            "iscrowd": 0,
+                        }
+                    )
+            first_patient += k
+            if split == "unlabeled":
+                atomic_write_json(
+                    os.path.join(out_dir, "unlabeled_with_gt.json"),
+                    _coco(split, images, annotations, seed),
+                )
+                annotations = []
+            atomic_write_json(paths[split], _coco(split, images, annotations, seed))
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
     atomic_write_json(
         manifest,
         {"params": params, "files": {k: os.path.relpath(v, out_dir) for k, v in paths.items()}},
