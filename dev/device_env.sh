@@ -10,5 +10,7 @@ if [ -d .whl ]; then
   export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, detectron2; print('torch', torch.__version__, 'detectron2', detectron2.__version__)" | tee -a "$OUT/gpu.txt"
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+fi
+${PYTHON:-python3} -c "import torch, detectron2; print('torch', torch.__version__, 'detectron2', detectron2.__version__)" | tee -a "$OUT/gpu.txt"

@@ -1,42 +1,56 @@
 #!/usr/bin/env bash
 # The two-stage protocol on one GPU (scripts/run_protocol.py), repo root on a CUDA machine set
-# up as for the other dev scripts (dev/device_env.sh). Many runs share the GPU ($JOBS at once,
-# each with 16 / $JOBS CPU threads). Its runs go to results/protocol_gpu/<dataset>, apart from
-# the CPU protocol's (a GPU run is not the same computation, so the two are never paired); runs
-# already there (carried with the tree) are skipped, so a call continues where the last stopped.
-# Order: the synthetic set's headline arms at 8 pairs, then the teacher pipeline's arms, then
-# Cervix93 (3-class and class-agnostic) when $DATA holds it. Stopped at $DEADLINE s from the
-# start; everything finished comes back as $OUT/protocol.tar.gz.
+# up as for the other dev scripts (dev/device_env.sh). The data sets in $SETS run side by side,
+# $JOBS runs at once in all (each with 16 / its set's share CPU threads). Runs go to
+# results/protocol_gpu/<dataset>, apart from the CPU protocol's (a GPU run is not the same
+# computation, so the two are never paired); runs already there (carried with the tree) are
+# skipped, so a call continues where the last stopped. The synthetic set is generated there
+# ($GEN_JOBS processes; the same files as anywhere); Cervix93 must be at $DATA (carried).
+# Gates are checked and recorded but do not stop stage B (--ignore-gates): a device call is
+# too short to wait for them. Stopped at $DEADLINE s from the start; everything finished comes
+# back as $OUT/protocol.tar.gz (no checkpoints) with a log per data set.
+#   OUT=/tmp/out SETS="cervix93 cervix93_agnostic" bash dev/gpu_protocol.sh
+# Local dry run of the plumbing: DEVICE=cpu PYTHON=.venv/bin/python EXTRA="--burn-in-iters 4
+#   --gate-burn-in-iters 4 --continue-iters 10" ...
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 DATA=${DATA:-datasets/cervix93}
-DEADLINE=${DEADLINE:-540}
+DEADLINE=${DEADLINE:-500}
 JOBS=${JOBS:-12}
+GEN_JOBS=${GEN_JOBS:-16}
+DEVICE=${DEVICE:-cuda}
+PYTHON=${PYTHON:-python3}
+SETS=${SETS:-synthetic cervix93 cervix93_agnostic}
+SPLITS=${SPLITS:-0 1}
+ORDERS=${ORDERS:-0 1 2 3}
+ARMS=${ARMS:-supervised self_training_tuned dualalign_all_tuned teacher_null_control \
+null_control dualalign}  # the order a pair's runs are queued in
+EXTRA=${EXTRA:-}
 START=$(date +%s)
 source dev/device_env.sh
 left() { echo $((DEADLINE - ($(date +%s) - START))); }
-protocol() {  # the first argument is the data set
-  timeout "$(left)" python3 scripts/run_protocol.py --jobs "$JOBS" --dataset "$1" \
-    --output "results/protocol_gpu/$1" "${@:2}" MODEL.DEVICE cuda
-}
-protocol synthetic --arms supervised null_control dualalign > "$OUT/protocol_headline.log" 2>&1
-protocol synthetic --arms supervised teacher_null_control self_training dualalign_teacher \
-  dualalign_all switch_teacher_source switch_pseudo_boxes switch_strong_view switch_tempered \
-  switch_grad_scale csd mean_teacher dualalign_noproto dualalign_noproposal \
-  > "$OUT/protocol_arms.log" 2>&1
-if [ -f "$DATA/annotations_val.json" ]; then
-  for d in cervix93 cervix93_agnostic; do
-    protocol "$d" --data-root "$DATA" --arms supervised null_control dualalign \
-      self_training dualalign_teacher > "$OUT/protocol_$d.log" 2>&1
-  done
+read -r -a sets <<< "$SETS"
+per_set=$(( JOBS / ${#sets[@]} > 0 ? JOBS / ${#sets[@]} : 1 ))
+if [[ " $SETS " == *" synthetic "* ]]; then
+  # the sizes of dualalign/benchmark/protocol.py PROTOCOL_SIZES (the protocol checks them)
+  $PYTHON scripts/make_synthetic.py --out datasets/synthetic_protocol --num-labeled 120 \
+    --num-unlabeled 960 --num-val 300 --num-test 500 --jobs "$GEN_JOBS" > "$OUT/generate.log" 2>&1
+  echo "synthetic set ready at $(($(date +%s) - START)) s"
 fi
-ARMS="supervised null_control dualalign teacher_null_control self_training dualalign_teacher"
-python3 scripts/run_protocol.py --summarize-only --output results/protocol_gpu/synthetic \
-  --arms $ARMS > /dev/null 2>&1  # after a timeout
-for d in cervix93 cervix93_agnostic; do
-  [ -d "results/protocol_gpu/$d" ] && python3 scripts/run_protocol.py --summarize-only \
-    --dataset "$d" --data-root "$DATA" --output "results/protocol_gpu/$d" --arms $ARMS \
-    > /dev/null 2>&1
+args() {  # the data set's run_protocol.py arguments before the opts
+  echo --dataset "$1" --output "results/protocol_gpu/$1" --split-seeds $SPLITS \
+    --order-seeds $ORDERS --arms $ARMS $EXTRA
+  [ "$1" != synthetic ] && echo --data-root "$DATA"
+}
+for d in "${sets[@]}"; do
+  timeout "$(left)" $PYTHON scripts/run_protocol.py --jobs "$per_set" --ignore-gates \
+    $(args "$d") MODEL.DEVICE "$DEVICE" > "$OUT/protocol_$d.log" 2>&1 &
 done
-tar czf "$OUT/protocol.tar.gz" results/protocol_gpu --exclude='*.pth'
-echo "done in $(($(date +%s) - START)) s"; tail -3 "$OUT"/protocol_*.log
+wait
+echo "stage A/B stopped or ended at $(($(date +%s) - START)) s"
+for d in "${sets[@]}"; do  # after a timeout: the runs finished so far
+  $PYTHON scripts/run_protocol.py --summarize-only $(args "$d") > "$OUT/summary_$d.log" 2>&1
+done
+tar czf "$OUT/protocol.tar.gz" --exclude='*.pth' results/protocol_gpu
+echo "done in $(($(date +%s) - START)) s"
+tail -n 3 "$OUT"/protocol_*.log
