@@ -82,6 +82,10 @@ def add_dualalign_config(cfg):
     # class (needs CLS_LOSS). Pair with IGNORE_THRESH 1.0: an object the teacher is unsure of
     # is then trained towards the teacher's belief instead of background or nothing.
     _C.DUALALIGN.PSEUDO.SOFT_BACKGROUND = False
+    # The RPN's objectness and box-regression losses on the unlabelled images against their
+    # pseudo-boxes, class-agnostic (loss_rpn_cls_u, loss_rpn_loc_u; anchors on ignore regions
+    # left out); weighted by lambda(t) like loss_cls_u (needs BOXES).
+    _C.DUALALIGN.PSEUDO.RPN_LOSS = False
 
     # Prototype alignment, Eq. 5-8.
     _C.DUALALIGN.PROTO = CN()
@@ -281,6 +285,12 @@ def validate_dualalign_config(cfg):
             d.PSEUDO.SOFT_BACKGROUND,
             not d.PSEUDO.SOFT_BACKGROUND or d.PSEUDO.CLS_LOSS,
             "True only with DUALALIGN.PSEUDO.CLS_LOSS True",
+        ),
+        (
+            "DUALALIGN.PSEUDO.RPN_LOSS",
+            d.PSEUDO.RPN_LOSS,
+            not d.PSEUDO.RPN_LOSS or d.PSEUDO.BOXES,
+            "True only with DUALALIGN.PSEUDO.BOXES True",
         ),
         (
             "DUALALIGN.STRONG_AUG.ENABLED",

@@ -127,6 +127,11 @@ ARMS = {
         TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True", "DUALALIGN.PSEUDO.CLS_LOSS", "True",
                    "DUALALIGN.PSEUDO.SOFT_BACKGROUND", "True"],
     ),  # fmt: skip
+    # the RPN's losses on the unlabelled images against the pseudo-boxes (that it needs)
+    "switch_rpn_loss": (
+        "dualalign",
+        TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True", "DUALALIGN.PSEUDO.RPN_LOSS", "True"],
+    ),
     "switch_tempered": ("dualalign", TEMPERED),
     "switch_grad_scale": ("dualalign", GRAD_SCALE),
     "dualalign_all": ("dualalign_teacher", TEMPERED + GRAD_SCALE),

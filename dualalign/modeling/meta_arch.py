@@ -19,6 +19,7 @@ from .detector_steps import (
 from .dual_alignment import LOSS_NAMES
 from .flip_fusion import fuse_two_views
 from .pseudo_boxes import box_thresh_from_config, oracle_box_targets, pseudo_box_targets
+from .pseudo_rpn import unlabeled_rpn_losses
 from .semi_rcnn import SemiSupervisedRCNN
 from .strong_view import StrongViewSettings, strong_views
 
@@ -48,12 +49,13 @@ class DualAlignRCNN(SemiSupervisedRCNN):
       ``DUALALIGN.PSEUDO.FLIP_FUSION``: the teacher labels the weak view and its mirror, fused
       (:mod:`.flip_fusion`); ``DUALALIGN.PSEUDO.SOFT_BACKGROUND``: the unlabelled proposals
       sampled as background take the teacher's class distribution of their box as the target
-      of ``loss_cls_u`` (:mod:`.soft_background`).
+      of ``loss_cls_u`` (:mod:`.soft_background`); ``DUALALIGN.PSEUDO.RPN_LOSS``: the RPN's
+      losses on the unlabelled images against their pseudo-boxes (:mod:`.pseudo_rpn`).
     * ``DUALALIGN.STRONG_AUG.ENABLED``: the student sees a strong view of the unlabelled images
       (:mod:`.strong_view`; the geometry is unchanged, so the teacher's boxes apply as they are).
     """
 
-    semi_loss_names = LOSS_NAMES + ("loss_cls_u",)
+    semi_loss_names = LOSS_NAMES + ("loss_cls_u", "loss_rpn_cls_u", "loss_rpn_loc_u")
 
     @configurable
     def __init__(
@@ -65,6 +67,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         flip_fusion: bool = False,
         strong_view: Optional[StrongViewSettings] = None,
         oracle_pseudo_boxes: bool = False,
+        rpn_loss: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -74,6 +77,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         self.flip_fusion = flip_fusion
         self.strong_view = strong_view
         self.oracle_pseudo_boxes = oracle_pseudo_boxes
+        self.rpn_loss = rpn_loss
 
     @classmethod
     def from_config(cls, cfg):
@@ -89,11 +93,12 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             flip_fusion=d.PSEUDO.FLIP_FUSION,
             strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
             oracle_pseudo_boxes=d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES,
+            rpn_loss=d.PSEUDO.RPN_LOSS,
         )
         return ret
 
     def semi_forward(self, labeled: List[dict], unlabeled: List[dict]):
-        if not self.roi_heads.uses_unlabeled:
+        if not self.roi_heads.uses_unlabeled and not self.rpn_loss:
             # No term reads unlabelled proposals: that half only goes through the backbone.
             losses, _, _ = supervised_losses_and_extra_features(self, labeled, unlabeled)
             return losses
@@ -103,13 +108,23 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         images_l, features_l = slice_batch(images, features, 0, n)
         images_u, features_u = slice_batch(images, features, n, len(images))
         proposals_l, losses = self.proposal_generator(images_l, features_l, gt_instances)
-        proposals_u = proposals_without_loss(self.proposal_generator, images_u, features_u)
+        roi_u = self.roi_heads.uses_unlabeled  # else only the RPN reads the unlabelled half
+        proposals_u = (
+            proposals_without_loss(self.proposal_generator, images_u, features_u) if roi_u else None
+        )
         teacher = self.teacher is not None
         pseudo = self._teacher_pseudo_labels(unlabeled, proposals_u) if teacher else {}
-        _, detector_losses = self.roi_heads(
-            images, features, proposals_l, gt_instances, unlabeled_proposals=proposals_u, **pseudo
-        )
+        if roi_u:
+            _, detector_losses = self.roi_heads(
+                images, features, proposals_l, gt_instances, unlabeled_proposals=proposals_u,
+                **pseudo,
+            )  # fmt: skip
+        else:
+            _, detector_losses = self.roi_heads(images_l, features_l, proposals_l, gt_instances)
         losses.update(detector_losses)
+        if self.rpn_loss:  # after the ROI heads: their sampling draws the same random numbers
+            targets_u = pseudo["unlabeled_targets"]
+            losses.update(unlabeled_rpn_losses(self.proposal_generator, features_u, targets_u))
         return losses
 
     def _teacher_pseudo_labels(self, unlabeled: List[dict], proposals_u) -> dict:

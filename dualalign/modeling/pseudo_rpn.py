@@ -1,0 +1,69 @@
+"""RPN losses of the unlabelled images against their pseudo-boxes (``DUALALIGN.PSEUDO.RPN_LOSS``).
+
+Without it the unlabelled images train the ROI classifier only (``loss_cls_u``): the RPN's
+objectness and box regression learn from the labelled images alone. On the synthetic protocol
+the pool's true boxes used as pseudo-boxes with that classifier-only loss recover about half of
+what labelling the pool recovers (docs/RESULTS.md, the two oracles), so the other half is in
+the terms the unlabelled images do not reach. This adds the RPN's two losses (Unbiased Teacher
+keeps objectness only; here both, switched on together), class-agnostic: the confident
+pseudo-boxes (class >= 0) are the objects, and an anchor that the RPN's matcher would call
+background but that overlaps an ignore region (class -1, ``DUALALIGN.PSEUDO.IGNORE_THRESH``)
+by at least the matcher's background threshold is left out of the sample (label -1), so the
+objects the teacher is unsure of are neither objects nor background here either.
+
+The losses are detectron2's own (``RPN.losses``: the objectness cross-entropy and the
+regression loss of the sampled anchors, normalised by the anchors sampled per image), named
+``loss_rpn_cls_u`` and ``loss_rpn_loc_u`` and weighted by lambda(t) like ``loss_cls_u``.
+"""
+
+from typing import Dict, List
+
+import torch
+from detectron2.modeling.proposal_generator import RPN
+from detectron2.structures import Boxes, Instances, pairwise_iou
+
+__all__ = ["ignore_anchors", "unlabeled_rpn_losses"]
+
+
+@torch.no_grad()
+def ignore_anchors(
+    labels: torch.Tensor, anchors: Boxes, ignore_boxes: Boxes, background_below: float
+) -> torch.Tensor:
+    """A copy of one image's anchor labels (1 object, 0 background, -1 not sampled) in which
+    the background anchors overlapping an ignore box by IoU >= ``background_below`` are -1."""
+    if not len(ignore_boxes):
+        return labels
+    near = pairwise_iou(ignore_boxes, anchors).max(dim=0).values >= background_below
+    out = labels.clone()
+    out[near & (labels == 0)] = -1
+    return out
+
+
+def unlabeled_rpn_losses(
+    rpn: RPN, features: Dict[str, torch.Tensor], targets: List[Instances]
+) -> Dict[str, torch.Tensor]:
+    """``{"loss_rpn_cls_u", "loss_rpn_loc_u"}`` of the unlabelled images against ``targets``
+    (per image, pseudo-boxes with ``gt_boxes`` and ``gt_classes``, -1 marking ignore regions).
+
+    The RPN head runs on ``features`` as in ``RPN.forward``; the anchors are matched and
+    sampled by the RPN's own matcher and sampler against the confident boxes.
+    """
+    feats = [features[f] for f in rpn.in_features]
+    anchors = rpn.anchor_generator(feats)
+    logits, deltas = rpn.rpn_head(feats)
+    box_dim = rpn.anchor_generator.box_dim
+    logits = [score.permute(0, 2, 3, 1).flatten(1) for score in logits]
+    deltas = [  # (N, Hi*Wi*A, box_dim), as RPN.forward
+        x.view(x.shape[0], -1, box_dim, *x.shape[-2:]).permute(0, 3, 4, 1, 2).flatten(1, -2)
+        for x in deltas
+    ]
+    objects = [t[t.gt_classes >= 0] for t in targets]
+    labels, matched = rpn.label_and_sample_anchors(anchors, objects)
+    all_anchors = Boxes.cat(anchors)
+    background_below = rpn.anchor_matcher.thresholds[1]
+    labels = [
+        ignore_anchors(lab, all_anchors, t.gt_boxes[t.gt_classes < 0], background_below)
+        for lab, t in zip(labels, targets)
+    ]
+    losses = rpn.losses(anchors, logits, labels, deltas, matched)
+    return {f"{name}_u": value for name, value in losses.items()}

@@ -1,0 +1,82 @@
+"""DUALALIGN.PSEUDO.RPN_LOSS: the RPN's losses on the unlabelled images against their
+pseudo-boxes (class-agnostic, anchors on ignore regions left out); the supervised losses and
+every other term are unchanged."""
+
+import torch
+from detectron2.structures import Boxes, Instances
+from test_dualalign_model import build
+from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, step_losses
+
+from dualalign.modeling.pseudo_rpn import ignore_anchors
+
+BOX = [20.0, 20.0, 70.0, 70.0]
+
+
+def test_ignore_anchors_drops_background_anchors_on_ignore_boxes_only():
+    anchors = Boxes(torch.tensor([[0.0, 0, 10, 10], [0, 0, 9, 10], [50, 50, 60, 60], [1, 1, 9, 9]]))
+    labels = torch.tensor([0, 1, 0, -1])
+    ignore = Boxes(torch.tensor([[0.0, 0, 10, 10]]))
+    out = ignore_anchors(labels, anchors, ignore, background_below=0.3)
+    # anchor 0 overlaps the ignore box (background -> left out); anchor 1 stays an object,
+    # anchor 2 stays background (no overlap), anchor 3 stays unsampled
+    assert out.tolist() == [-1, 1, 0, -1]
+    assert labels.tolist() == [0, 1, 0, -1]  # a copy
+    assert ignore_anchors(labels, anchors, Boxes(torch.zeros(0, 4)), 0.3) is labels
+
+
+def labeller(score):
+    """A teacher giving one detection of class 1 scored ``score`` on every unlabelled image."""
+
+    def detections(images, features=None):
+        out = []
+        for size in images.image_sizes:
+            det = Instances(size)
+            det.pred_boxes = Boxes(torch.tensor([BOX]))
+            det.scores, det.pred_classes = torch.tensor([score]), torch.tensor([1])
+            out.append(det)
+        return out
+
+    return detections
+
+
+def run(monkeypatch, tag, rpn_loss, score=0.8, **opts):
+    torch.manual_seed(0)  # the same initial weights
+    _, model = build(
+        TEACHER_CFG, f"rpnu{tag}", DUALALIGN__PSEUDO__BOX_THRESH=0.7,
+        DUALALIGN__PSEUDO__RPN_LOSS=rpn_loss, **opts,
+    )  # fmt: skip
+    monkeypatch.setattr(model, "teacher_detections", labeller(score))
+    return model, step_losses(model)
+
+
+def test_the_switch_adds_the_two_rpn_losses_and_changes_nothing_else(monkeypatch):
+    _, off = run(monkeypatch, "off", False)
+    model, on = run(monkeypatch, "on", True)
+    assert set(on) - set(off) == {"loss_rpn_cls_u", "loss_rpn_loc_u"}
+    for k in off:
+        assert torch.equal(off[k], on[k]), k
+    assert on["loss_rpn_cls_u"] > 0 and on["loss_rpn_loc_u"] > 0  # the pseudo-box is an object
+    assert {"loss_rpn_cls_u", "loss_rpn_loc_u"} <= set(model.semi_loss_names)  # lambda(t)
+    (on["loss_rpn_cls_u"] + on["loss_rpn_loc_u"]).backward()
+    head = model.proposal_generator.rpn_head
+    assert head.objectness_logits.weight.grad.abs().sum() > 0
+    assert head.anchor_deltas.weight.grad.abs().sum() > 0
+    assert model.roi_heads.box_predictor.cls_score.weight.grad is None  # the RPN's terms only
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_an_ignore_region_is_no_object_for_the_rpn(monkeypatch):
+    # the one detection (0.5) is below BOX_THRESH 0.7 and above IGNORE_THRESH 0.3
+    _, ignored = run(monkeypatch, "ign", True, score=0.5, DUALALIGN__PSEUDO__IGNORE_THRESH=0.3)
+    _, none = run(monkeypatch, "none", True, score=0.1)
+    assert ignored["loss_rpn_loc_u"].item() == 0.0 and none["loss_rpn_loc_u"].item() == 0.0
+    # all-background samples either way, but the anchors on the ignore region are left out
+    assert ignored["loss_rpn_cls_u"].item() != none["loss_rpn_cls_u"].item()
+
+
+def test_the_switch_works_without_any_roi_term_on_unlabelled_images(monkeypatch):
+    _, losses = run(monkeypatch, "alone", True, DUALALIGN__PSEUDO__CLS_LOSS=False,
+                    DUALALIGN__LOSS__PML_UNLABELED=False, DUALALIGN__LOSS__PMB_UNLABELED=False)
+    assert losses["loss_rpn_loc_u"] > 0 and "loss_cls_u" not in losses
+    for k in SUPERVISED:
+        assert torch.isfinite(losses[k]), k
