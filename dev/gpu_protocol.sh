@@ -9,8 +9,8 @@
 # Gates are checked and recorded but do not stop stage B (--ignore-gates): a device call is
 # too short to wait for them. Stopped at $DEADLINE s from the start; everything finished comes
 # back as $OUT/protocol.tar.gz (no checkpoints) with a log per data set.
-# Measured on one H200 (2026-12-04, docs/SPEED.md): about 44 iterations per second in all, however
-# many runs share the GPU; five 3600-iteration burn-ins did not end within a 495 s deadline.
+# Measured on one H200 (2026-12-04, docs/SPEED.md): five runs side by side made about 44 iterations
+# per second in all (GPU 99 % busy); five 3600-iteration burn-ins did not end within 495 s.
 #   OUT=/tmp/out SETS="cervix93 cervix93_agnostic" bash dev/gpu_protocol.sh
 # Local dry run of the plumbing: DEVICE=cpu PYTHON=.venv/bin/python EXTRA="--burn-in-iters 4
 #   --gate-burn-in-iters 4 --continue-iters 10" ...
