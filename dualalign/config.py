@@ -86,6 +86,9 @@ def add_dualalign_config(cfg):
     # pseudo-boxes, class-agnostic (loss_rpn_cls_u, loss_rpn_loc_u; anchors on ignore regions
     # left out); weighted by lambda(t) like loss_cls_u (needs BOXES).
     _C.DUALALIGN.PSEUDO.RPN_LOSS = False
+    # Box-regression loss loss_box_reg_u of the ROI heads on the unlabelled proposals sampled
+    # as foreground, towards their matched pseudo-box; weighted by lambda(t) (needs BOXES).
+    _C.DUALALIGN.PSEUDO.BOX_REG_LOSS = False
 
     # Prototype alignment, Eq. 5-8.
     _C.DUALALIGN.PROTO = CN()
@@ -285,6 +288,12 @@ def validate_dualalign_config(cfg):
             d.PSEUDO.SOFT_BACKGROUND,
             not d.PSEUDO.SOFT_BACKGROUND or d.PSEUDO.CLS_LOSS,
             "True only with DUALALIGN.PSEUDO.CLS_LOSS True",
+        ),
+        (
+            "DUALALIGN.PSEUDO.BOX_REG_LOSS",
+            d.PSEUDO.BOX_REG_LOSS,
+            not d.PSEUDO.BOX_REG_LOSS or d.PSEUDO.BOXES,
+            "True only with DUALALIGN.PSEUDO.BOXES True",
         ),
         (
             "DUALALIGN.PSEUDO.RPN_LOSS",

@@ -132,6 +132,11 @@ ARMS = {
         "dualalign",
         TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True", "DUALALIGN.PSEUDO.RPN_LOSS", "True"],
     ),
+    # the ROI heads' box regression on the unlabelled proposals matched to pseudo-boxes
+    "switch_box_reg_loss": (
+        "dualalign",
+        TEACHER + ["DUALALIGN.PSEUDO.BOXES", "True", "DUALALIGN.PSEUDO.BOX_REG_LOSS", "True"],
+    ),
     "switch_tempered": ("dualalign", TEMPERED),
     "switch_grad_scale": ("dualalign", GRAD_SCALE),
     "dualalign_all": ("dualalign_teacher", TEMPERED + GRAD_SCALE),

@@ -50,12 +50,16 @@ class DualAlignRCNN(SemiSupervisedRCNN):
       (:mod:`.flip_fusion`); ``DUALALIGN.PSEUDO.SOFT_BACKGROUND``: the unlabelled proposals
       sampled as background take the teacher's class distribution of their box as the target
       of ``loss_cls_u`` (:mod:`.soft_background`); ``DUALALIGN.PSEUDO.RPN_LOSS``: the RPN's
-      losses on the unlabelled images against their pseudo-boxes (:mod:`.pseudo_rpn`).
+      losses on the unlabelled images against their pseudo-boxes (:mod:`.pseudo_rpn`);
+      ``DUALALIGN.PSEUDO.BOX_REG_LOSS``: the ROI heads' box regression ``loss_box_reg_u`` on the
+      unlabelled proposals matched to a pseudo-box.
     * ``DUALALIGN.STRONG_AUG.ENABLED``: the student sees a strong view of the unlabelled images
       (:mod:`.strong_view`; the geometry is unchanged, so the teacher's boxes apply as they are).
     """
 
-    semi_loss_names = LOSS_NAMES + ("loss_cls_u", "loss_rpn_cls_u", "loss_rpn_loc_u")
+    semi_loss_names = LOSS_NAMES + (
+        "loss_cls_u", "loss_box_reg_u", "loss_rpn_cls_u", "loss_rpn_loc_u"
+    )  # fmt: skip
 
     @configurable
     def __init__(

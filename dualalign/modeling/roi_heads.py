@@ -45,7 +45,8 @@ class DualAlignROIHeads(StandardROIHeads):
       class and score, background rows the background proxy's term when there is one, and with
       ``cls_loss_unlabeled`` the classifier gets ``loss_cls_u`` on every sampled row (with
       ``soft_background``, the background rows' target is ``unlabeled_teacher_probs`` of their
-      boxes: the teacher's class distribution).
+      boxes: the teacher's class distribution), and with ``box_reg_loss_unlabeled`` box
+      regression gets ``loss_box_reg_u`` on the foreground rows (towards their pseudo-box).
 
     ``embed_grad_scale`` scales the metric terms' gradient where it enters the box-head features
     H (the features box regression reads too); 1 is the paper.
@@ -65,6 +66,7 @@ class DualAlignROIHeads(StandardROIHeads):
         proxy_options: Optional[Dict[str, object]] = None,
         cls_loss_unlabeled: bool = False,
         soft_background: bool = False,
+        box_reg_loss_unlabeled: bool = False,
         embed_grad_scale: float = 1.0,
         **kwargs,
     ):
@@ -81,6 +83,7 @@ class DualAlignROIHeads(StandardROIHeads):
         self.proxy_options = dict(proxy_options or {})
         self.cls_loss_unlabeled = cls_loss_unlabeled
         self.soft_background = soft_background
+        self.box_reg_loss_unlabeled = box_reg_loss_unlabeled
         self.embed_grad_scale = embed_grad_scale
         if not (loss_switches["loss_pml_l"] or loss_switches["loss_pml_u"]):
             # Without proposal alignment nothing reads the proxies: freeze them, so DDP does not
@@ -122,6 +125,7 @@ class DualAlignROIHeads(StandardROIHeads):
         }
         ret["cls_loss_unlabeled"] = d.PSEUDO.CLS_LOSS
         ret["soft_background"] = d.PSEUDO.SOFT_BACKGROUND
+        ret["box_reg_loss_unlabeled"] = d.PSEUDO.BOX_REG_LOSS
         ret["embed_grad_scale"] = d.EMBED.GRAD_SCALE
         ret["loss_switches"] = {
             "loss_pml_l": d.LOSS.PML_LABELED,
@@ -135,7 +139,10 @@ class DualAlignROIHeads(StandardROIHeads):
     def uses_unlabeled(self) -> bool:
         """Whether any enabled term reads unlabelled proposals."""
         s = self.loss_switches
-        return s["loss_pml_u"] or s["loss_pmb_u"] or self.cls_loss_unlabeled
+        return (
+            s["loss_pml_u"] or s["loss_pmb_u"] or self.cls_loss_unlabeled
+            or self.box_reg_loss_unlabeled
+        )  # fmt: skip
 
     def embed(self, box_features: torch.Tensor) -> torch.Tensor:
         """x of Eq. 1 from H, the metric gradient into H scaled by ``embed_grad_scale``."""
@@ -187,6 +194,10 @@ class DualAlignROIHeads(StandardROIHeads):
                     losses["loss_cls_u"] = self._unlabeled_cls_loss(
                         logits_u, unlabeled_proposals, unlabeled_teacher_probs
                     )
+                if self.box_reg_loss_unlabeled:
+                    losses["loss_box_reg_u"] = self._unlabeled_box_reg_loss(
+                        deltas[n_l:], unlabeled_proposals
+                    )
             else:
                 source = logits_u.detach() if unlabeled_logits is None else unlabeled_logits
                 keep, y_u, q_u = pseudo_label(source, self.pseudo_score_thresh)
@@ -216,6 +227,19 @@ class DualAlignROIHeads(StandardROIHeads):
         bg_boxes = [p.proposal_boxes.tensor[p.gt_classes == self.num_classes] for p in sampled]
         targets = soft_background_targets(y, teacher_probs(bg_boxes), self.num_classes)
         return soft_cross_entropy(logits_u, targets)
+
+    def _unlabeled_box_reg_loss(self, deltas_u: torch.Tensor, sampled: List[Instances]):
+        """``loss_box_reg_u``: the box predictor's own regression loss (``box_reg_loss``: the
+        foreground rows only, normalised by every sampled row) towards the matched pseudo-boxes;
+        as ``losses`` does, an image without pseudo-boxes (background rows only) has its proposals
+        stand in for them."""
+        gt_boxes = [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes) for p in sampled]
+        return self.box_predictor.box_reg_loss(
+            torch.cat([p.proposal_boxes.tensor for p in sampled]),
+            torch.cat([b.tensor for b in gt_boxes]),
+            deltas_u,
+            torch.cat([p.gt_classes for p in sampled]),
+        )
 
     def _pseudo_box_batches(self, h_u: torch.Tensor, sampled: List[Instances]):
         """Foreground and background metric batches of unlabelled proposals sampled against

@@ -99,9 +99,12 @@ def test_switch_steps_are_the_protocol_switch_arms_on_the_paper_method():
     assert soft.SOFT_BACKGROUND and soft.CLS_LOSS and not plain.DUALALIGN.PSEUDO.SOFT_BACKGROUND
     rpn = settings.cfg_for(s, "switch_rpn_loss").DUALALIGN.PSEUDO
     assert rpn.RPN_LOSS and rpn.BOXES and not plain.DUALALIGN.PSEUDO.RPN_LOSS
+    reg = settings.cfg_for(s, "switch_box_reg_loss").DUALALIGN.PSEUDO
+    assert reg.BOX_REG_LOSS and reg.BOXES and not plain.DUALALIGN.PSEUDO.BOX_REG_LOSS
     assert set(settings.SWITCH_STEP_KEYS) == {
         "h_switch_teacher_source", "h_switch_pseudo_boxes", "h_switch_strong_view",
         "h_switch_flip_fusion", "h_switch_soft_background", "h_switch_rpn_loss",
+        "h_switch_box_reg_loss",
         "h_switch_tempered", "h_switch_grad_scale",
     }  # fmt: skip
 

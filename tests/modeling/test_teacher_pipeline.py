@@ -335,6 +335,7 @@ def test_grad_scale_scales_the_metric_gradient_into_h_and_nothing_else():
           "DUALALIGN.PSEUDO.SOFT_BACKGROUND", "True"],
          "DUALALIGN.PSEUDO.SOFT_BACKGROUND"),  # without CLS_LOSS
         (["DUALALIGN.PSEUDO.RPN_LOSS", "True"], "DUALALIGN.PSEUDO.RPN_LOSS"),  # without BOXES
+        (["DUALALIGN.PSEUDO.BOX_REG_LOSS", "True"], "DUALALIGN.PSEUDO.BOX_REG_LOSS"),
         (["DUALALIGN.EMBED.GRAD_SCALE", "-1"], "DUALALIGN.EMBED.GRAD_SCALE"),
         (["DUALALIGN.PSEUDO.IGNORE_THRESH", "0.3"], "DUALALIGN.PSEUDO.IGNORE_THRESH"),
         (["DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS", "[0.9, 0.9]"],
