@@ -271,35 +271,20 @@ def validate_dualalign_config(cfg):
             and (d.PSEUDO.IGNORE_THRESH >= d.PSEUDO.BOX_THRESH or d.PSEUDO.BOXES),
             "0 <= value <= 1; below DUALALIGN.PSEUDO.BOX_THRESH only with DUALALIGN.PSEUDO.BOXES",
         ),
-        (
-            "DUALALIGN.PSEUDO.FLIP_FUSION",
-            d.PSEUDO.FLIP_FUSION,
-            not d.PSEUDO.FLIP_FUSION or d.PSEUDO.BOXES,
-            "True only with DUALALIGN.PSEUDO.BOXES True",
-        ),
-        (
-            "DUALALIGN.PSEUDO.CLS_LOSS",
-            d.PSEUDO.CLS_LOSS,
-            not d.PSEUDO.CLS_LOSS or d.PSEUDO.BOXES,
-            "True only with DUALALIGN.PSEUDO.BOXES True",
-        ),
+        *[  # switches that read pseudo-boxes
+            (
+                f"DUALALIGN.PSEUDO.{key}",
+                d.PSEUDO[key],
+                not d.PSEUDO[key] or d.PSEUDO.BOXES,
+                "True only with DUALALIGN.PSEUDO.BOXES True",
+            )
+            for key in ("FLIP_FUSION", "CLS_LOSS", "BOX_REG_LOSS", "RPN_LOSS")
+        ],
         (
             "DUALALIGN.PSEUDO.SOFT_BACKGROUND",
             d.PSEUDO.SOFT_BACKGROUND,
             not d.PSEUDO.SOFT_BACKGROUND or d.PSEUDO.CLS_LOSS,
             "True only with DUALALIGN.PSEUDO.CLS_LOSS True",
-        ),
-        (
-            "DUALALIGN.PSEUDO.BOX_REG_LOSS",
-            d.PSEUDO.BOX_REG_LOSS,
-            not d.PSEUDO.BOX_REG_LOSS or d.PSEUDO.BOXES,
-            "True only with DUALALIGN.PSEUDO.BOXES True",
-        ),
-        (
-            "DUALALIGN.PSEUDO.RPN_LOSS",
-            d.PSEUDO.RPN_LOSS,
-            not d.PSEUDO.RPN_LOSS or d.PSEUDO.BOXES,
-            "True only with DUALALIGN.PSEUDO.BOXES True",
         ),
         (
             "DUALALIGN.STRONG_AUG.ENABLED",
