@@ -3,13 +3,10 @@ pseudo-boxes (class-agnostic, anchors on ignore regions left out); the supervise
 every other term are unchanged."""
 
 import torch
-from detectron2.structures import Boxes, Instances
-from test_dualalign_model import build
-from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, step_losses
+from detectron2.structures import Boxes
+from test_teacher_pipeline import SUPERVISED, labelled_step
 
 from dualalign.modeling.pseudo_rpn import ignore_anchors
-
-BOX = [20.0, 20.0, 70.0, 70.0]
 
 
 def test_ignore_anchors_drops_background_anchors_on_ignore_boxes_only():
@@ -24,29 +21,11 @@ def test_ignore_anchors_drops_background_anchors_on_ignore_boxes_only():
     assert ignore_anchors(labels, anchors, Boxes(torch.zeros(0, 4)), 0.3) is labels
 
 
-def labeller(score):
-    """A teacher giving one detection of class 1 scored ``score`` on every unlabelled image."""
-
-    def detections(images, features=None):
-        out = []
-        for size in images.image_sizes:
-            det = Instances(size)
-            det.pred_boxes = Boxes(torch.tensor([BOX]))
-            det.scores, det.pred_classes = torch.tensor([score]), torch.tensor([1])
-            out.append(det)
-        return out
-
-    return detections
-
-
 def run(monkeypatch, tag, rpn_loss, score=0.8, **opts):
-    torch.manual_seed(0)  # the same initial weights
-    _, model = build(
-        TEACHER_CFG, f"rpnu{tag}", DUALALIGN__PSEUDO__BOX_THRESH=0.7,
-        DUALALIGN__PSEUDO__RPN_LOSS=rpn_loss, **opts,
-    )  # fmt: skip
-    monkeypatch.setattr(model, "teacher_detections", labeller(score))
-    return model, step_losses(model)
+    model, losses, _ = labelled_step(
+        monkeypatch, f"rpnu{tag}", score, DUALALIGN__PSEUDO__RPN_LOSS=rpn_loss, **opts
+    )
+    return model, losses
 
 
 def test_the_switch_adds_the_two_rpn_losses_and_changes_nothing_else(monkeypatch):

@@ -5,9 +5,14 @@ teacher's single backbone pass are unchanged."""
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.structures import Boxes, Instances
 from test_dualalign_model import build
-from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, record_sampling, step_losses
+from test_teacher_pipeline import (
+    SUPERVISED,
+    TEACHER_CFG,
+    one_box_labeller,
+    record_sampling,
+    step_losses,
+)
 
 from dualalign.modeling.soft_background import soft_background_targets, soft_cross_entropy
 
@@ -45,17 +50,6 @@ def test_soft_cross_entropy_is_cross_entropy_on_one_hot_targets_and_zero_when_em
 # -- in the model ----------------------------------------------------------------------------
 
 
-def one_box_teacher(images, features=None):
-    """One detection of class 1 scored 0.8 on every unlabelled image (a pseudo-box at 0.7)."""
-    out = []
-    for size in images.image_sizes:
-        det = Instances(size)
-        det.pred_boxes = Boxes(torch.tensor([[20.0, 20.0, 70.0, 70.0]]))
-        det.scores, det.pred_classes = torch.tensor([0.8]), torch.tensor([1])
-        out.append(det)
-    return out
-
-
 def run(monkeypatch, tag, soft, background_logit=None):
     """One step's losses with a fixed labeller; ``background_logit``: the teacher's class
     logits of every box are 0 except background's (None: the real teacher's box head)."""
@@ -64,7 +58,7 @@ def run(monkeypatch, tag, soft, background_logit=None):
         TEACHER_CFG, f"soft{tag}", DUALALIGN__PSEUDO__BOX_THRESH=0.7,
         DUALALIGN__PSEUDO__SOFT_BACKGROUND=soft,
     )  # fmt: skip
-    monkeypatch.setattr(model, "teacher_detections", one_box_teacher)
+    monkeypatch.setattr(model, "teacher_detections", one_box_labeller(0.8))
     asked, real = [], model.teacher_box_logits
 
     def teacher_box_logits(features, boxes):

@@ -41,6 +41,33 @@ def record_sampling(monkeypatch, roi_heads) -> list:
     return sampled
 
 
+def one_box_labeller(score):
+    """A stand-in for ``teacher_detections``: one detection of class 1 at (20, 20, 70, 70),
+    scored ``score``, on every unlabelled image."""
+
+    def detections(images, features=None):
+        out = []
+        for size in images.image_sizes:
+            det = Instances(size)
+            det.pred_boxes = Boxes(torch.tensor([[20.0, 20.0, 70.0, 70.0]]))
+            det.scores, det.pred_classes = torch.tensor([score]), torch.tensor([1])
+            out.append(det)
+        return out
+
+    return detections
+
+
+def labelled_step(monkeypatch, tag, score=0.8, **opts):
+    """One step of the teacher pipeline with pseudo-boxes above 0.7 from
+    :func:`one_box_labeller` (the same initial weights for every ``tag``): (model, losses, the 2
+    unlabelled images' sampled rows)."""
+    torch.manual_seed(0)
+    _, model = build(TEACHER_CFG, tag, DUALALIGN__PSEUDO__BOX_THRESH=0.7, **opts)
+    monkeypatch.setattr(model, "teacher_detections", one_box_labeller(score))
+    sampled = record_sampling(monkeypatch, model.roi_heads)
+    return model, step_losses(model), sampled[2:]
+
+
 # -- pure parts ------------------------------------------------------------------------------
 
 

@@ -2,20 +2,13 @@
 matched to a pseudo-box; every other loss of the step is unchanged."""
 
 import torch
-from test_dualalign_model import build
-from test_pseudo_rpn import labeller
-from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, record_sampling, step_losses
+from test_teacher_pipeline import SUPERVISED, labelled_step
 
 
 def run(monkeypatch, tag, box_reg, score=0.8, **opts):
-    torch.manual_seed(0)  # the same initial weights
-    _, model = build(
-        TEACHER_CFG, f"boxregu{tag}", DUALALIGN__PSEUDO__BOX_THRESH=0.7,
-        DUALALIGN__PSEUDO__BOX_REG_LOSS=box_reg, **opts,
-    )  # fmt: skip
-    monkeypatch.setattr(model, "teacher_detections", labeller(score))
-    sampled = record_sampling(monkeypatch, model.roi_heads)
-    return model, step_losses(model), sampled[2:]  # the 2 unlabelled images' sampled rows
+    return labelled_step(
+        monkeypatch, f"boxregu{tag}", score, DUALALIGN__PSEUDO__BOX_REG_LOSS=box_reg, **opts
+    )
 
 
 def test_the_switch_adds_loss_box_reg_u_and_changes_nothing_else(monkeypatch):
