@@ -32,6 +32,20 @@ def _write_image(task: Tuple[str, int, int, str, int, bool]) -> List[dict]:
     return anns
 
 
+def _write_images(image_root, seed, counts, image_size, variation, jobs) -> Dict[str, list]:
+    """Every split's images written, ``jobs`` processes at once; per split, each image's
+    annotations in index order."""
+    tasks = {
+        split: [(image_root, seed, i, split, image_size, variation) for i in range(n)]
+        for split, n in counts.items()
+    }
+    if jobs == 1:
+        return {split: [_write_image(t) for t in ts] for split, ts in tasks.items()}
+    # spawn, not fork: the caller may hold threads (torch, OpenCV) that a fork would copy
+    with get_context("spawn").Pool(jobs) as pool:
+        return {split: pool.map(_write_image, ts) for split, ts in tasks.items()}
+
+
 def _coco(split: str, images: List[dict], annotations: List[dict], seed: int) -> dict:
     return {
         "info": {
@@ -135,55 +149,48 @@ def generate_dataset(
     if os.path.exists(manifest):
         os.remove(manifest)  # the set is incomplete until the manifest is written again
     patients = _patient_counts(counts, num_patients)
-    # spawn, not fork: the caller may hold threads (torch, OpenCV) that a fork would copy
-    pool = get_context("spawn").Pool(jobs) if jobs > 1 else None
-    try:
-        first_patient = 0
-        for split in SPLITS:
-            split_dir = os.path.join(image_root, split)
-            os.makedirs(split_dir, exist_ok=True)
-            for name in os.listdir(split_dir):  # stale images of an earlier, larger set
-                if re.fullmatch(r"\d{6}\.png", name):
-                    os.remove(os.path.join(split_dir, name))
-            images, annotations = [], []
-            n, k = counts[split], patients[split]
-            tasks = [(image_root, seed, i, split, image_size, variation) for i in range(n)]
-            rendered = pool.map(_write_image, tasks) if pool else map(_write_image, tasks)
-            for i, anns in enumerate(rendered):
-                file_name = f"{split}/{i:06d}.png"
-                images.append(
+    for split in SPLITS:
+        split_dir = os.path.join(image_root, split)
+        os.makedirs(split_dir, exist_ok=True)
+        for name in os.listdir(split_dir):  # stale images of an earlier, larger set
+            if re.fullmatch(r"\d{6}\.png", name):
+                os.remove(os.path.join(split_dir, name))
+    rendered = _write_images(image_root, seed, counts, image_size, variation, jobs)
+    first_patient = 0
+    for split in SPLITS:
+        images, annotations = [], []
+        n, k = counts[split], patients[split]
+        for i, anns in enumerate(rendered[split]):
+            file_name = f"{split}/{i:06d}.png"
+            images.append(
+                {
+                    "id": i + 1,
+                    "file_name": file_name,
+                    "width": image_size,
+                    "height": image_size,
+                    "patient_id": f"P{first_patient + i * k // n:04d}",
+                }
+            )
+            for ann in anns:
+                x, y, w, h = ann["bbox"]
+                annotations.append(
                     {
-                        "id": i + 1,
-                        "file_name": file_name,
-                        "width": image_size,
-                        "height": image_size,
-                        "patient_id": f"P{first_patient + i * k // n:04d}",
+                        "id": len(annotations) + 1,
+                        "image_id": i + 1,
+                        "category_id": ann["category_id"],
+                        "bbox": ann["bbox"],
+                        "area": w * h,
+                        "iscrowd": 0,
                     }
                 )
-                for ann in anns:
-                    x, y, w, h = ann["bbox"]
-                    annotations.append(
-                        {
-                            "id": len(annotations) + 1,
-                            "image_id": i + 1,
-                            "category_id": ann["category_id"],
-                            "bbox": ann["bbox"],
-                            "area": w * h,
-                            "iscrowd": 0,
-                        }
-                    )
-            first_patient += k
-            if split == "unlabeled":
-                atomic_write_json(
-                    os.path.join(out_dir, "unlabeled_with_gt.json"),
-                    _coco(split, images, annotations, seed),
-                )
-                annotations = []
-            atomic_write_json(paths[split], _coco(split, images, annotations, seed))
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
+        first_patient += k
+        if split == "unlabeled":
+            atomic_write_json(
+                os.path.join(out_dir, "unlabeled_with_gt.json"),
+                _coco(split, images, annotations, seed),
+            )
+            annotations = []
+        atomic_write_json(paths[split], _coco(split, images, annotations, seed))
     atomic_write_json(
         manifest,
         {"params": params, "files": {k: os.path.relpath(v, out_dir) for k, v in paths.items()}},
