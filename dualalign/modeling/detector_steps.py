@@ -5,7 +5,7 @@ RPN proposals without loss and box-head outputs of given boxes. ``DualAlignRCNN`
 and ``MeanTeacherRCNN`` are built from these, so each method's file holds only its own step.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.structures import Boxes, ImageList
@@ -27,16 +27,23 @@ def slice_batch(images: ImageList, features: Dict[str, torch.Tensor], start: int
 
 
 @torch.no_grad()
-def proposals_without_loss(rpn, images: ImageList, features: Dict[str, torch.Tensor]):
+def proposals_without_loss(
+    rpn, images: ImageList, features: Dict[str, torch.Tensor], head: Optional[tuple] = None
+):
     """RPN proposals for images without ground truth (no RPN loss on unlabelled data).
 
     The RPN is switched to inference mode for the call, so its test-time top-k applies; the
     ROI heads take only the highest-objectness proposals of each unlabelled image anyway.
+    ``head``: the RPN head's pass on ``features`` when the step already has one
+    (:func:`~.pseudo_rpn.rpn_head_pass`), decoded instead of running the head again.
     """
     was_training = rpn.training
     rpn.train(False)
     try:
-        proposals, _ = rpn(images, features, None)
+        if head is None:
+            proposals, _ = rpn(images, features, None)
+        else:
+            proposals = rpn.predict_proposals(*head, images.image_sizes)
     finally:
         rpn.train(was_training)
     return proposals

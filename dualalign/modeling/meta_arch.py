@@ -19,7 +19,7 @@ from .detector_steps import (
 from .dual_alignment import LOSS_NAMES
 from .flip_fusion import fuse_two_views
 from .pseudo_boxes import box_thresh_from_config, oracle_box_targets, pseudo_box_targets
-from .pseudo_rpn import unlabeled_rpn_losses
+from .pseudo_rpn import rpn_head_pass, unlabeled_rpn_losses
 from .semi_rcnn import SemiSupervisedRCNN
 from .strong_view import StrongViewSettings, strong_views
 
@@ -111,11 +111,12 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         images, features, gt_instances = joint_backbone(self, labeled, student_view)
         images_l, features_l = slice_batch(images, features, 0, n)
         images_u, features_u = slice_batch(images, features, n, len(images))
-        proposals_l, losses = self.proposal_generator(images_l, features_l, gt_instances)
+        rpn = self.proposal_generator
+        proposals_l, losses = rpn(images_l, features_l, gt_instances)
         roi_u = self.roi_heads.uses_unlabeled  # else only the RPN reads the unlabelled half
-        proposals_u = (
-            proposals_without_loss(self.proposal_generator, images_u, features_u) if roi_u else None
-        )
+        # one RPN head pass on the unlabelled maps, for their proposals and their RPN losses
+        head_u = rpn_head_pass(rpn, features_u) if self.rpn_loss else None
+        proposals_u = proposals_without_loss(rpn, images_u, features_u, head_u) if roi_u else None
         teacher = self.teacher is not None
         pseudo = self._teacher_pseudo_labels(unlabeled, proposals_u) if teacher else {}
         if roi_u:
@@ -128,7 +129,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         losses.update(detector_losses)
         if self.rpn_loss:  # after the ROI heads: their sampling draws the same random numbers
             targets_u = pseudo["unlabeled_targets"]
-            losses.update(unlabeled_rpn_losses(self.proposal_generator, features_u, targets_u))
+            losses.update(unlabeled_rpn_losses(rpn, head_u, targets_u))
         return losses
 
     def _teacher_pseudo_labels(self, unlabeled: List[dict], proposals_u) -> dict:

@@ -14,15 +14,42 @@ objects the teacher is unsure of are neither objects nor background here either.
 The losses are detectron2's own (``RPN.losses``: the objectness cross-entropy and the
 regression loss of the sampled anchors, normalised by the anchors sampled per image), named
 ``loss_rpn_cls_u`` and ``loss_rpn_loc_u`` and weighted by lambda(t) like ``loss_cls_u``.
+They read the same RPN head pass as the unlabelled images' proposals (:func:`rpn_head_pass`,
+run once per step), so the switch adds the head's backward on those maps, not a second forward.
 """
 
-from typing import Dict, List
+from typing import Dict, List, NamedTuple
 
 import torch
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-__all__ = ["ignore_anchors", "unlabeled_rpn_losses"]
+__all__ = ["RPNHeadPass", "ignore_anchors", "rpn_head_pass", "unlabeled_rpn_losses"]
+
+
+class RPNHeadPass(NamedTuple):
+    """The RPN's anchors and its head's outputs on a batch of feature maps, in the per-level
+    shapes ``RPN.forward`` gives ``RPN.losses`` and ``RPN.predict_proposals``."""
+
+    anchors: List[Boxes]
+    logits: List[torch.Tensor]  # (N, Hi*Wi*A) per level
+    deltas: List[torch.Tensor]  # (N, Hi*Wi*A, box_dim) per level
+
+
+def rpn_head_pass(rpn: RPN, features: Dict[str, torch.Tensor]) -> RPNHeadPass:
+    """One forward of ``rpn``'s anchor generator and head on ``features``, reshaped as in
+    ``RPN.forward`` (which has no sub-call that returns them)."""
+    feats = [features[f] for f in rpn.in_features]
+    logits, deltas = rpn.rpn_head(feats)
+    box_dim = rpn.anchor_generator.box_dim
+    return RPNHeadPass(
+        rpn.anchor_generator(feats),
+        [score.permute(0, 2, 3, 1).flatten(1) for score in logits],
+        [  # (N, A*B, Hi, Wi) -> (N, Hi, Wi, A, B) -> (N, Hi*Wi*A, B)
+            x.view(x.shape[0], -1, box_dim, *x.shape[-2:]).permute(0, 3, 4, 1, 2).flatten(1, -2)
+            for x in deltas
+        ],
+    )
 
 
 @torch.no_grad()
@@ -40,30 +67,22 @@ def ignore_anchors(
 
 
 def unlabeled_rpn_losses(
-    rpn: RPN, features: Dict[str, torch.Tensor], targets: List[Instances]
+    rpn: RPN, head: RPNHeadPass, targets: List[Instances]
 ) -> Dict[str, torch.Tensor]:
-    """``{"loss_rpn_cls_u", "loss_rpn_loc_u"}`` of the unlabelled images against ``targets``
-    (per image, pseudo-boxes with ``gt_boxes`` and ``gt_classes``, -1 marking ignore regions).
+    """``{"loss_rpn_cls_u", "loss_rpn_loc_u"}`` of the unlabelled images' RPN head pass
+    ``head`` (:func:`rpn_head_pass`) against ``targets`` (per image, pseudo-boxes with
+    ``gt_boxes`` and ``gt_classes``, -1 marking ignore regions).
 
-    The RPN head runs on ``features`` as in ``RPN.forward``; the anchors are matched and
-    sampled by the RPN's own matcher and sampler against the confident boxes.
+    The anchors are matched and sampled by the RPN's own matcher and sampler against the
+    confident boxes.
     """
-    feats = [features[f] for f in rpn.in_features]
-    anchors = rpn.anchor_generator(feats)
-    logits, deltas = rpn.rpn_head(feats)
-    box_dim = rpn.anchor_generator.box_dim
-    logits = [score.permute(0, 2, 3, 1).flatten(1) for score in logits]
-    deltas = [  # (N, Hi*Wi*A, box_dim), as RPN.forward
-        x.view(x.shape[0], -1, box_dim, *x.shape[-2:]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-        for x in deltas
-    ]
     objects = [t[t.gt_classes >= 0] for t in targets]
-    labels, matched = rpn.label_and_sample_anchors(anchors, objects)
-    all_anchors = Boxes.cat(anchors)
+    labels, matched = rpn.label_and_sample_anchors(head.anchors, objects)
+    all_anchors = Boxes.cat(head.anchors)
     background_below = rpn.anchor_matcher.thresholds[1]
     labels = [
         ignore_anchors(lab, all_anchors, t.gt_boxes[t.gt_classes < 0], background_below)
         for lab, t in zip(labels, targets)
     ]
-    losses = rpn.losses(anchors, logits, labels, deltas, matched)
+    losses = rpn.losses(head.anchors, head.logits, labels, head.deltas, matched)
     return {f"{name}_u": value for name, value in losses.items()}

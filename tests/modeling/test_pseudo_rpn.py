@@ -3,10 +3,12 @@ pseudo-boxes (class-agnostic, anchors on ignore regions left out); the supervise
 every other term are unchanged."""
 
 import torch
-from detectron2.structures import Boxes
-from test_teacher_pipeline import SUPERVISED, labelled_step
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import EventStorage
+from test_teacher_pipeline import SUPERVISED, labelled_step, step_losses
 
-from dualalign.modeling.pseudo_rpn import ignore_anchors
+from dualalign.modeling.detector_steps import proposals_without_loss
+from dualalign.modeling.pseudo_rpn import ignore_anchors, rpn_head_pass, unlabeled_rpn_losses
 
 
 def test_ignore_anchors_drops_background_anchors_on_ignore_boxes_only():
@@ -59,3 +61,41 @@ def test_the_switch_works_without_any_roi_term_on_unlabelled_images(monkeypatch)
     assert losses["loss_rpn_loc_u"] > 0 and "loss_cls_u" not in losses
     for k in SUPERVISED:
         assert torch.isfinite(losses[k]), k
+
+
+def test_one_head_pass_gives_the_rpns_own_losses_and_proposals(monkeypatch):
+    model, _ = run(monkeypatch, "pass", True)
+    rpn = model.proposal_generator
+    torch.manual_seed(1)
+    images = ImageList(torch.randn(2, 3, 64, 64), [(64, 64), (60, 64)])
+    with torch.no_grad():
+        features = model.backbone(images.tensor)
+    gt = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[8.0, 8, 30, 30]])),
+                   gt_classes=torch.tensor([0]))  # fmt: skip
+    head = rpn_head_pass(rpn, features)
+    with EventStorage():
+        torch.manual_seed(2)
+        own = rpn(images, features, [gt, gt])[1]  # detectron2's forward, same anchor sample
+        torch.manual_seed(2)
+        ours = unlabeled_rpn_losses(rpn, head, [gt, gt])  # no ignore region: the same sample
+    assert {k: v.item() for k, v in ours.items()} == {f"{k}_u": v.item() for k, v in own.items()}
+    again = proposals_without_loss(rpn, images, features)
+    shared = proposals_without_loss(rpn, images, features, head)
+    for a, b in zip(again, shared):
+        assert torch.equal(a.proposal_boxes.tensor, b.proposal_boxes.tensor)
+        assert torch.equal(a.objectness_logits, b.objectness_logits)
+
+
+def test_the_rpn_head_runs_once_on_the_unlabelled_maps(monkeypatch):
+    batches = {}
+    for tag, rpn_loss in (("off", False), ("on", True)):
+        model, _ = run(monkeypatch, f"count{tag}", rpn_loss)  # one step done; one more:
+        sizes = []
+        head = model.proposal_generator.rpn_head
+        handle = head.register_forward_hook(lambda m, inp, out: sizes.append(len(inp[0][0])))
+        step_losses(model)
+        handle.remove()
+        batches[tag] = sizes
+    # labelled images, then the unlabelled ones: for their proposals and, with the switch,
+    # their RPN losses from the same pass (the teacher's own RPN is another module)
+    assert batches["on"] == batches["off"] == [2, 2]
