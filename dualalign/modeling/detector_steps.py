@@ -10,6 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from detectron2.structures import Boxes, ImageList
 
+from .pseudo_rpn import RPNHeadPass
+
 __all__ = [
     "box_head_outputs",
     "joint_backbone",
@@ -28,7 +30,7 @@ def slice_batch(images: ImageList, features: Dict[str, torch.Tensor], start: int
 
 @torch.no_grad()
 def proposals_without_loss(
-    rpn, images: ImageList, features: Dict[str, torch.Tensor], head: Optional[tuple] = None
+    rpn, images: ImageList, features: Dict[str, torch.Tensor], head: Optional[RPNHeadPass] = None
 ):
     """RPN proposals for images without ground truth (no RPN loss on unlabelled data).
 
