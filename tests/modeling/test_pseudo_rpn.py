@@ -8,7 +8,12 @@ from detectron2.utils.events import EventStorage
 from test_teacher_pipeline import SUPERVISED, labelled_step, step_losses
 
 from dualalign.modeling.detector_steps import proposals_without_loss
-from dualalign.modeling.pseudo_rpn import ignore_anchors, rpn_head_pass, unlabeled_rpn_losses
+from dualalign.modeling.pseudo_rpn import (
+    ignore_anchors,
+    label_and_sample_anchors,
+    rpn_head_pass,
+    unlabeled_rpn_losses,
+)
 
 
 def test_ignore_anchors_drops_background_anchors_on_ignore_boxes_only():
@@ -99,3 +104,27 @@ def test_the_rpn_head_runs_once_on_the_unlabelled_maps(monkeypatch):
     # labelled images, then the unlabelled ones: for their proposals and, with the switch,
     # their RPN losses from the same pass (the teacher's own RPN is another module)
     assert batches["on"] == batches["off"] == [2, 2]
+
+
+def test_anchor_labels_are_detectron2s_with_many_pseudo_boxes(monkeypatch):
+    """label_and_sample_anchors (blocked IoU) gives RPN.label_and_sample_anchors' labels and
+    matched boxes, at the teacher pipeline's worst case of 100 boxes per image."""
+    model, _ = run(monkeypatch, "lab", True)
+    rpn = model.proposal_generator
+    with torch.no_grad():
+        features = model.backbone(torch.randn(2, 3, 128, 128))
+    anchors = rpn_head_pass(rpn, features).anchors
+    g = torch.Generator().manual_seed(3)
+    gts = []
+    for n in (100, 1, 0):
+        xy = torch.rand(n, 2, generator=g) * 100
+        gts.append(Instances((128, 128), gt_boxes=Boxes(torch.cat([xy, xy + 4 + 30 * torch.rand(
+            n, 2, generator=g)], 1)), gt_classes=torch.zeros(n, dtype=torch.long)))  # fmt: skip
+    torch.manual_seed(4)
+    theirs = rpn.label_and_sample_anchors(anchors, gts)
+    torch.manual_seed(4)
+    ours = label_and_sample_anchors(rpn, Boxes.cat(anchors), gts)
+    for t, o in zip(theirs, ours):
+        for x, y in zip(t, o):
+            assert torch.equal(x, y)
+    assert (ours[0][0] == 1).sum() > 0 and (ours[0][2] == 1).sum() == 0  # objects; none
