@@ -52,4 +52,5 @@ def pairwise_iou_blocked(boxes1: Boxes, boxes2: Boxes, block: int = 0) -> torch.
         block = CPU_BLOCK if t2.device.type == "cpu" else max(len(t2), 1)
     if len(t1) == 0 or len(t2) <= block:
         return _iou_block(t1, area1, t2)
-    return torch.cat([_iou_block(t1, area1, t2[i : i + block]) for i in range(0, len(t2), block)], 1)
+    blocks = [_iou_block(t1, area1, t2[i : i + block]) for i in range(0, len(t2), block)]
+    return torch.cat(blocks, 1)
