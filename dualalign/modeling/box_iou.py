@@ -6,9 +6,8 @@ detectron2 forms the intersection on (N, M, 2) tensors. On the CPU their last di
 is the inner loop of every elementwise op, and at N = 100 boxes x M = 16k anchors each
 temporary is 13 MB (large enough for the allocator to map fresh pages). Here x and y are
 separate (N, M) ops over a block of columns (contiguous inner loops, temporaries that stay in
-cache). Each element is
-computed by the same float operations in the same order, so the result is identical. The
-time saved is measured in ``docs/SPEED.md``.
+cache). Each element is computed by the same float operations in the same order, so the
+result is identical. The time saved is measured in ``docs/SPEED.md``.
 """
 
 import torch
