@@ -19,10 +19,11 @@ __all__ = ["pairwise_iou_blocked"]
 CPU_BLOCK = 2048
 
 
-def _iou_block(t1: torch.Tensor, area1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+def _iou_block(
+    t1: torch.Tensor, area1: torch.Tensor, t2: torch.Tensor, area2: torch.Tensor
+) -> torch.Tensor:
     """IoU (Tensor[N, m]) of boxes ``t1`` (Tensor[N, 4], XYXY; areas ``area1``) against
-    ``t2`` (Tensor[m, 4]), in detectron2's operation order."""
-    area2 = (t2[:, 2] - t2[:, 0]) * (t2[:, 3] - t2[:, 1])
+    ``t2`` (Tensor[m, 4]; areas ``area2``), in detectron2's operation order."""
     width = torch.min(t1[:, None, 2], t2[:, 2]) - torch.max(t1[:, None, 0], t2[:, 0])
     height = torch.min(t1[:, None, 3], t2[:, 3]) - torch.max(t1[:, None, 1], t2[:, 1])
     inter = width.clamp_(min=0) * height.clamp_(min=0)
@@ -46,10 +47,13 @@ def pairwise_iou_blocked(boxes1: Boxes, boxes2: Boxes, block: int = 0) -> torch.
         Tensor[N, M]: the IoU, 0 where the boxes do not overlap.
     """
     t1, t2 = boxes1.tensor, boxes2.tensor
-    area1 = boxes1.area()
+    area1, area2 = boxes1.area(), boxes2.area()
     if block <= 0:
         block = CPU_BLOCK if t2.device.type == "cpu" else max(len(t2), 1)
     if len(t1) == 0 or len(t2) <= block:
-        return _iou_block(t1, area1, t2)
-    blocks = [_iou_block(t1, area1, t2[i : i + block]) for i in range(0, len(t2), block)]
+        return _iou_block(t1, area1, t2, area2)
+    blocks = [
+        _iou_block(t1, area1, t2[i : i + block], area2[i : i + block])
+        for i in range(0, len(t2), block)
+    ]
     return torch.cat(blocks, 1)

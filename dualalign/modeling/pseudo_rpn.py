@@ -82,7 +82,6 @@ def label_and_sample_anchors(
     labels, matched = [], []
     for gt in gt_instances:
         matched_idxs, labels_i = rpn.anchor_matcher(pairwise_iou_blocked(gt.gt_boxes, anchors))
-        labels_i = labels_i.to(device=gt.gt_boxes.device)
         if rpn.anchor_boundary_thresh >= 0:
             labels_i[~anchors.inside_box(gt.image_size, rpn.anchor_boundary_thresh)] = -1
         labels.append(rpn._subsample_labels(labels_i))
