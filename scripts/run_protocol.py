@@ -58,6 +58,15 @@ def main(argv=None):
         default=ProtocolSettings.gate_burn_in_iters,
         help="stage A at the gate-only fraction (100 %%); 0: --burn-in-iters",
     )
+    p.add_argument(
+        "--burn-in-steps",
+        nargs="+",
+        type=float,
+        default=list(ProtocolSettings.burn_in_steps),
+        metavar="FRACTION",
+        help="stage A's tenfold lr drops, as fractions of its iterations (default: 0.7; "
+        "0.7 0.8 also drops at the start of the last fifth, which the plateau gate reads)",
+    )
     p.add_argument("--continue-iters", type=int, default=ProtocolSettings.continue_iters)
     p.add_argument("--split-seeds", nargs="+", type=int, default=list(ProtocolSettings.split_seeds))
     p.add_argument(
@@ -129,6 +138,7 @@ def main(argv=None):
     s = ProtocolSettings(
         burn_in_iters=args.burn_in_iters,
         gate_burn_in_iters=args.gate_burn_in_iters,
+        burn_in_steps=tuple(args.burn_in_steps),
         continue_iters=args.continue_iters,
         split_seeds=tuple(args.split_seeds[:1] if args.pilot else args.split_seeds),
         gate_split_seed=args.gate_split_seed,

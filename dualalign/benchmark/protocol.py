@@ -4,8 +4,10 @@
    labelled fraction and the split seed), 960 unlabelled patches whose true boxes are kept aside
    (``unlabeled_with_gt.json``, read by the diagnostics only), 60 val and 500 test patches.
 2. **Stage A**, a supervised burn-in per (fraction, split seed), its lr dropped tenfold at
-   ``burn_in_step`` of its iterations (before the last fifth, so that the plateau gate measures
-   the low-lr phase, not the drop), evaluated on the *val* split every tenth of its iterations.
+   each of ``burn_in_steps`` (fractions of its iterations; the default drop at 70 % comes
+   before the last fifth, so that the plateau gate measures the low-lr phase, not the drop; a
+   second drop at 80 % puts the whole last fifth at a hundredth of the lr), evaluated on the
+   *val* split every tenth of its iterations.
 3. **Gates** on stage A's val curves, written to the summary: *plateau* (mAP moves by less than
    ``plateau_points`` over the last fifth of every burn-in) and *label-limited* (supervised at
    the largest fraction is at least ``label_gap_points`` above the smallest). A failed gate
@@ -174,7 +176,9 @@ class ProtocolSettings:
     # over the last fifth of 2400 iterations); 0: burn_in_iters
     gate_burn_in_iters: int = 3600
     burn_in_lr: float = 0.01
-    burn_in_step: float = 0.7  # the lr drop, as a fraction of stage A (before its last fifth)
+    # the lr drops (tenfold each), as fractions of stage A: (0.7,) drops once, before the last
+    # fifth; (0.7, 0.8) drops again at its start, the detectron2 schedules' second drop
+    burn_in_steps: Sequence[float] = (0.7,)
     continue_iters: int = 500
     continue_lr: float = 0.001
     fractions: Sequence[float] = (0.25, 1.0)  # burn-ins (the gates compare them)
@@ -317,6 +321,24 @@ def burn_in_iters(s: ProtocolSettings, fraction: float) -> int:
     return s.gate_burn_in_iters if gate_only else s.burn_in_iters
 
 
+def burn_in_lr_steps(s: ProtocolSettings, fraction: float) -> List[int]:
+    """The iterations at which stage A's lr drops tenfold (``SOLVER.STEPS``)."""
+    n = burn_in_iters(s, fraction)
+    steps = [int(n * f) for f in s.burn_in_steps]
+    if not all(a < b for a, b in zip([0] + steps, steps + [n])):
+        raise ValueError(
+            f"burn_in_steps {tuple(s.burn_in_steps)}: the lr drops must be increasing fractions "
+            f"strictly between 0 and 1 that fall on distinct iterations of the {n} of stage A "
+            "(e.g. --burn-in-steps 0.7 0.8)"
+        )
+    return steps
+
+
+# Records written before a burn-in named its lr drops (2026-12-05) were all made with one drop
+# at 70 % of stage A.
+LEGACY_LR_STEP = 0.7
+
+
 def model_digest(checkpoint: str) -> str:
     """sha256 of a checkpoint's model tensors (names, shapes, dtypes, values): two burn-ins
     with the same digest are the same starting point, whatever else the file holds."""
@@ -364,7 +386,7 @@ def _train_burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int,
         "DUALALIGN.DATASETS.LABELED_FRACTION", str(fraction),
         "DUALALIGN.DATASETS.SPLIT_SEED", str(split), "SEED", str(split),
         "SOLVER.MAX_ITER", str(n), "SOLVER.BASE_LR", str(s.burn_in_lr),
-        "SOLVER.STEPS", f"({int(n * s.burn_in_step)},)",
+        "SOLVER.STEPS", str(tuple(burn_in_lr_steps(s, fraction))),
         "SOLVER.WARMUP_ITERS", str(min(100, n // 5)),
         "SOLVER.CHECKPOINT_PERIOD", str(n), "TEST.EVAL_PERIOD", str(max(1, n // 10)),
     ]  # fmt: skip
@@ -443,20 +465,27 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
 def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: str) -> dict:
     """Stage A for one (fraction, split seed): supervised, evaluated on val every tenth.
 
-    A finished burn-in is reused only if it was made with this length and val split; otherwise
-    it is an error (the folder is kept: move it aside to run it again, and compare its
-    ``model_digest`` with the new one's: stage B runs continued from it stay valid if equal).
+    A finished burn-in is reused only if it was made with this length, lr drops and val split;
+    otherwise it is an error (the folder is kept: move it aside to run it again, and compare
+    its ``model_digest`` with the new one's: stage B runs continued from it stay valid if
+    equal).
     A finished burn-in whose checkpoint is missing (a fresh checkout) is rebuilt; it must
     reproduce its recorded digest if stage B runs continued from it (:func:`_rebuild_checkpoint`).
     """
     run_dir = os.path.join(out, "burn_in", f"f{fraction:g}_split{split}")
     result = os.path.join(run_dir, "result.json")
     n = burn_in_iters(s, fraction)
-    want = {"iterations": n, "val_images": _count_images(data["val_json"])}
+    want = {
+        "iterations": n,
+        "lr_steps": burn_in_lr_steps(s, fraction),
+        "val_images": _count_images(data["val_json"]),
+    }
     if os.path.isfile(result):
         with open(result) as f:
             record = json.load(f)
         made = {k: record.get(k) for k in want}
+        if made["lr_steps"] is None and isinstance(made["iterations"], int):
+            made["lr_steps"] = [int(made["iterations"] * LEGACY_LR_STEP)]
         if made != want:
             raise ValueError(
                 f"{result}: this burn-in was made with {made}, the protocol now asks for {want}. "
@@ -527,8 +556,9 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
             gates["messages"].append(
                 f"plateau gate failed: the {b['fraction'] * 100:g} % burn-in (split "
                 f"{b['split_seed']}) {what} over the last fifth of stage A (allowed < "
-                f"{s.plateau_points}); lengthen {flag}, or add val patches if the move is "
-                "evaluation noise"
+                f"{s.plateau_points}); lengthen {flag} if it still rises, drop the lr again at "
+                "the start of the last fifth (--burn-in-steps 0.7 0.8) if it jitters, or add "
+                "val patches if the move is evaluation noise"
             )
     if gates["label_limited"] is False:
         gates["messages"].append(

@@ -12,6 +12,7 @@ from dualalign.benchmark.protocol import (
     burn_in,
     burn_in_cells,
     burn_in_iters,
+    burn_in_lr_steps,
     check_gates,
     model_digest,
     prepare_synthetic,
@@ -65,6 +66,48 @@ def test_run_diagnostics_reduce_the_logged_values(tmp_path):
     assert "pseudo_recall" not in d and "grad_share_backbone_last" not in d
     runs = [{"arm": "a", "metrics_file": str(path)}] * 2
     assert arm_diagnostics(runs) == {"a": d}
+
+
+def test_stage_a_lr_drops_reach_the_solver_and_are_checked(tmp_path, monkeypatch):
+    from dualalign.benchmark import protocol
+
+    s = ProtocolSettings(burn_in_iters=2400, gate_burn_in_iters=3600)
+    assert burn_in_lr_steps(s, 0.25) == [1680] and burn_in_lr_steps(s, 1.0) == [2520]
+    two = dataclasses.replace(s, burn_in_steps=(0.7, 0.8))
+    assert burn_in_lr_steps(two, 0.25) == [1680, 1920]
+    for bad in [(0.8, 0.7), (0.0,), (1.0,), (0.7, 0.7), (0.7, 0.7001)]:  # last: same iteration
+        with pytest.raises(ValueError, match="increasing fractions .* 2400 of stage A"):
+            burn_in_lr_steps(dataclasses.replace(s, burn_in_steps=bad), 0.25)
+    seen = []
+    monkeypatch.setattr(protocol, "_train", lambda cfg, opts, out, jobs: seen.append(opts))
+    data = {"opts": [], "val_name": "val"}
+    protocol._train_burn_in(two, data, 0.25, 11, str(tmp_path / "run"))
+    opts = seen[0]
+    assert opts[opts.index("SOLVER.STEPS") + 1] == "(1680, 1920)"
+    assert opts[opts.index("SOLVER.MAX_ITER") + 1] == "2400"
+
+
+def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_read_as_70(
+    tmp_path,
+):
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps({"images": [{"id": 1}, {"id": 2}]}))
+    data = {"val_json": str(val)}
+    s = ProtocolSettings(burn_in_iters=10, fractions=(0.25,), arms=())  # stage A only
+    run_dir = tmp_path / "burn_in" / "f0.25_split0"
+    run_dir.mkdir(parents=True)
+    legacy = {"fraction": 0.25, "split_seed": 0, "iterations": 10, "val_images": 2,
+              "val_mAP_history": [[9, 50.0]], "checkpoint": "gone.pth"}  # fmt: skip
+    (run_dir / "result.json").write_text(json.dumps(legacy))
+    assert burn_in(s, data, 0.25, 0, str(tmp_path)) == legacy  # made before lr_steps: one at 70 %
+    two = dataclasses.replace(s, burn_in_steps=(0.7, 0.8))
+    with pytest.raises(ValueError, match="'lr_steps': \\[7\\].*'lr_steps': \\[7, 8\\].*aside"):
+        burn_in(two, data, 0.25, 0, str(tmp_path))
+    (run_dir / "result.json").write_text(json.dumps(dict(legacy, lr_steps=[7, 8])))
+    assert burn_in(two, data, 0.25, 0, str(tmp_path))["lr_steps"] == [7, 8]
+    with pytest.raises(ValueError, match="'lr_steps': \\[7, 8\\].*'lr_steps': \\[7\\]"):
+        burn_in(s, data, 0.25, 0, str(tmp_path))
+    assert json.loads((run_dir / "result.json").read_text())["lr_steps"] == [7, 8]  # kept
 
 
 def test_burn_in_cells_longest_first_then_continued_fractions_gate_only_once():
@@ -282,6 +325,9 @@ def test_script_flags_reach_the_settings(monkeypatch):
     s = seen["settings"]
     assert s.arms == () and s.gate_burn_in_iters == 3000
     assert s.burn_in_iters == ProtocolSettings.burn_in_iters
+    assert s.burn_in_steps == ProtocolSettings.burn_in_steps == (0.7,)
+    script.main(["--stage-a-only", "--burn-in-steps", "0.7", "0.8"])
+    assert seen["settings"].burn_in_steps == (0.7, 0.8)
     assert seen["out"] == os.path.join("results", "protocol", "synthetic")
     script.main(["--arms", "supervised", "dualalign", "--bootstrap-samples", "0"])
     assert seen["settings"].arms == ("supervised", "dualalign")
