@@ -44,7 +44,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from ..utils.paths import repo_root
@@ -339,6 +339,15 @@ def burn_in_lr_steps(s: ProtocolSettings, fraction: float) -> List[int]:
 LEGACY_LR_STEP = 0.7
 
 
+def recorded_lr_steps(record: dict) -> Optional[List[int]]:
+    """The lr drops a burn-in record was made with (``LEGACY_LR_STEP`` for records that do not
+    name them; ``None`` if the record has no length either)."""
+    if record.get("lr_steps") is not None:
+        return list(record["lr_steps"])
+    n = record.get("iterations")
+    return [int(n * LEGACY_LR_STEP)] if isinstance(n, int) else None
+
+
 def model_digest(checkpoint: str) -> str:
     """sha256 of a checkpoint's model tensors (names, shapes, dtypes, values): two burn-ins
     with the same digest are the same starting point, whatever else the file holds."""
@@ -483,9 +492,7 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
     if os.path.isfile(result):
         with open(result) as f:
             record = json.load(f)
-        made = {k: record.get(k) for k in want}
-        if made["lr_steps"] is None and isinstance(made["iterations"], int):
-            made["lr_steps"] = [int(made["iterations"] * LEGACY_LR_STEP)]
+        made = dict({k: record.get(k) for k in want}, lr_steps=recorded_lr_steps(record))
         if made != want:
             raise ValueError(
                 f"{result}: this burn-in was made with {made}, the protocol now asks for {want}. "
@@ -540,7 +547,8 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
         f"sup_{max(means):g}_minus_{min(means):g}": gap if len(means) > 1 else None,
         "burn_ins": [
             {"fraction": b["fraction"], "split_seed": b["split_seed"],
-             "iterations": b.get("iterations"), "val_images": b.get("val_images"),
+             "iterations": b.get("iterations"), "lr_steps": recorded_lr_steps(b),
+             "val_images": b.get("val_images"),
              "move_last_fifth": m if math.isfinite(m) else None,
              "final_val_mAP": b["val_mAP_history"][-1][1]}
             for b, m in zip(burn_ins, moves)
@@ -818,13 +826,14 @@ def write_tables(summary: dict, out_dir: str) -> None:
     lines += [f"- {k}: {v}" for k, v in g.items() if k not in ("messages", "burn_ins")]
     lines += [f"- **{m}**" for m in g.get("messages", [])]
     if g.get("burn_ins"):
-        lines += ["", "| burn-in | iterations | val patches | max - min over last fifth | "
-                  "final val mAP |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| burn-in | iterations | lr drops at | val patches | max - min over last "
+                  "fifth | final val mAP |", "|---|---|---|---|---|---|"]  # fmt: skip
         for b in g["burn_ins"]:
             move = "" if b["move_last_fifth"] is None else f"{b['move_last_fifth']:.2f}"
+            steps = ", ".join(map(str, b.get("lr_steps") or []))
             lines.append(
                 f"| {b['fraction'] * 100:g} %, split {b['split_seed']} | {b['iterations']} | "
-                f"{b['val_images']} | {move} | {b['final_val_mAP']:.2f} |"
+                f"{steps} | {b['val_images']} | {move} | {b['final_val_mAP']:.2f} |"
             )
     split = summary.get("settings", {}).get("score_split", "test")
     for fraction, block in summary["fractions"].items():

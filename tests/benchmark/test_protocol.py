@@ -211,6 +211,14 @@ def test_summary_of_a_protocol_still_running_reads_the_gates_of_the_ended_burn_i
         "only 1 of 3 burn-ins ended: the gates above read those only"
     ]
     assert "only 1 of 3 burn-ins ended" in (tmp_path / "tables.md").read_text()
+    # a record made before burn-ins named their lr drops: one drop at 70 %
+    assert gates["burn_ins"][0]["lr_steps"] == [1680]
+    row = "| 25 %, split 0 | 2400 | 1680 | 300 | 0.79 | 69.26 |"
+    assert row in (tmp_path / "tables.md").read_text()
+    (cell / "result.json").write_text(json.dumps(dict(record, lr_steps=[1680, 1920])))
+    summary = summarize_finished(s, {"test_json": str(test_json)}, str(tmp_path))
+    assert summary["gates"]["burn_ins"][0]["lr_steps"] == [1680, 1920]
+    assert "| 2400 | 1680, 1920 | 300 |" in (tmp_path / "tables.md").read_text()
 
 
 @pytest.mark.slow
