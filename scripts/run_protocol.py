@@ -64,8 +64,9 @@ def main(argv=None):
         type=float,
         default=list(ProtocolSettings.burn_in_steps),
         metavar="FRACTION",
-        help="stage A's tenfold lr drops, as fractions of its iterations (default: 0.7; "
-        "0.7 0.8 also drops at the start of the last fifth, which the plateau gate reads)",
+        help="stage A's tenfold lr drops, as fractions of its iterations (default: 0.7 0.8, "
+        "the second at the start of the last fifth, which the plateau gate reads; 0.7: the "
+        "one-drop record of 2026-12-02 to 04)",
     )
     p.add_argument("--continue-iters", type=int, default=ProtocolSettings.continue_iters)
     p.add_argument("--split-seeds", nargs="+", type=int, default=list(ProtocolSettings.split_seeds))

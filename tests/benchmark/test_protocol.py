@@ -72,18 +72,20 @@ def test_stage_a_lr_drops_reach_the_solver_and_are_checked(tmp_path, monkeypatch
     from dualalign.benchmark import protocol
 
     s = ProtocolSettings(burn_in_iters=2400, gate_burn_in_iters=3600)
-    assert burn_in_lr_steps(s, 0.25) == [1680] and burn_in_lr_steps(s, 1.0) == [2520]
-    two = dataclasses.replace(s, burn_in_steps=(0.7, 0.8))
-    assert burn_in_lr_steps(two, 0.25) == [1680, 1920]
+    assert burn_in_lr_steps(s, 0.25) == [1680, 1920] and burn_in_lr_steps(s, 1.0) == [2520, 2880]
+    one = dataclasses.replace(s, burn_in_steps=(0.7,))
+    assert burn_in_lr_steps(one, 0.25) == [1680]
     for bad in [(0.8, 0.7), (0.0,), (1.0,), (0.7, 0.7), (0.7, 0.7001)]:  # last: same iteration
         with pytest.raises(ValueError, match="increasing fractions .* 2400 of stage A"):
             burn_in_lr_steps(dataclasses.replace(s, burn_in_steps=bad), 0.25)
     seen = []
     monkeypatch.setattr(protocol, "_train", lambda cfg, opts, out, jobs: seen.append(opts))
     data = {"opts": [], "val_name": "val"}
-    protocol._train_burn_in(two, data, 0.25, 11, str(tmp_path / "run"))
+    protocol._train_burn_in(s, data, 0.25, 11, str(tmp_path / "run"))
+    protocol._train_burn_in(one, data, 0.25, 11, str(tmp_path / "run"))
     opts = seen[0]
     assert opts[opts.index("SOLVER.STEPS") + 1] == "(1680, 1920)"
+    assert seen[1][seen[1].index("SOLVER.STEPS") + 1] == "(1680,)"
     assert opts[opts.index("SOLVER.MAX_ITER") + 1] == "2400"
 
 
@@ -93,14 +95,14 @@ def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_r
     val = tmp_path / "val.json"
     val.write_text(json.dumps({"images": [{"id": 1}, {"id": 2}]}))
     data = {"val_json": str(val)}
-    s = ProtocolSettings(burn_in_iters=10, fractions=(0.25,), arms=())  # stage A only
+    two = ProtocolSettings(burn_in_iters=10, fractions=(0.25,), arms=())  # stage A only
+    s = dataclasses.replace(two, burn_in_steps=(0.7,))  # one drop, as before 2026-12-05
     run_dir = tmp_path / "burn_in" / "f0.25_split0"
     run_dir.mkdir(parents=True)
     legacy = {"fraction": 0.25, "split_seed": 0, "iterations": 10, "val_images": 2,
               "val_mAP_history": [[9, 50.0]], "checkpoint": "gone.pth"}  # fmt: skip
     (run_dir / "result.json").write_text(json.dumps(legacy))
     assert burn_in(s, data, 0.25, 0, str(tmp_path)) == legacy  # made before lr_steps: one at 70 %
-    two = dataclasses.replace(s, burn_in_steps=(0.7, 0.8))
     with pytest.raises(ValueError, match="'lr_steps': \\[7\\].*'lr_steps': \\[7, 8\\].*aside"):
         burn_in(two, data, 0.25, 0, str(tmp_path))
     (run_dir / "result.json").write_text(json.dumps(dict(legacy, lr_steps=[7, 8])))
@@ -147,7 +149,7 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
     run_dir.mkdir(parents=True)
     fake_train(s, data, 0.25, 0, str(tmp_path / "original"))
     record = {
-        "fraction": 0.25, "split_seed": 0, "iterations": 10, "val_images": 2,
+        "fraction": 0.25, "split_seed": 0, "iterations": 10, "lr_steps": [7, 8], "val_images": 2,
         "val_mAP_history": [[9, 50.0]], "checkpoint": str(run_dir / "model_final.pth"),
         "model_digest": model_digest(str(tmp_path / "original" / "model_final.pth")),
     }  # fmt: skip
@@ -230,7 +232,7 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     s = ProtocolSettings(
         config_dir="configs/quick_schedules",
         suffix="_R18_instant_test",
-        burn_in_iters=3,
+        burn_in_iters=5,  # the lr drops at 3 and 4
         continue_iters=4,
         fractions=(0.5,),
         continue_fractions=(0.5,),
@@ -238,7 +240,7 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
         order_seeds=(0, 1),
         arms=("supervised", "dualalign"),
         bootstrap_samples=5,
-        ignore_gates=True,  # 3 iterations need not plateau
+        ignore_gates=True,  # 5 iterations need not plateau
         score_checkpoints=2,  # the mean of the last two (the default is three)
     )
     out = tmp_path / "protocol"
@@ -267,11 +269,12 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     assert not [n for n in os.listdir(run) if n.endswith(".pth")]  # checkpoints pruned
     stage_a = out / "burn_in" / "f0.5_split0"
     record = json.loads((stage_a / "result.json").read_text())
-    assert record["iterations"] == 3 and record["val_images"] == 2
+    assert record["iterations"] == 5 and record["val_images"] == 2
+    assert record["lr_steps"] == [3, 4]
     assert record["model_digest"] == model_digest(str(stage_a / "model_final.pth"))
     assert sorted(n for n in os.listdir(stage_a) if n.endswith(".pth")) == ["model_final.pth"]
-    longer = ProtocolSettings(**{**s.__dict__, "burn_in_iters": 4})
-    with pytest.raises(ValueError, match="made with .*'iterations': 3.*Move .* aside"):
+    longer = ProtocolSettings(**{**s.__dict__, "burn_in_iters": 10})
+    with pytest.raises(ValueError, match="made with .*'iterations': 5.*Move .* aside"):
         burn_in(longer, data, 0.5, 0, str(out))  # a finished burn-in is never silently reused
     metrics = [json.loads(line) for line in (run / "metrics.json").read_text().splitlines()]
     assert any("pseudo_quality/precision" in r for r in metrics)  # diagnostics logged
@@ -333,9 +336,9 @@ def test_script_flags_reach_the_settings(monkeypatch):
     s = seen["settings"]
     assert s.arms == () and s.gate_burn_in_iters == 3000
     assert s.burn_in_iters == ProtocolSettings.burn_in_iters
-    assert s.burn_in_steps == ProtocolSettings.burn_in_steps == (0.7,)
-    script.main(["--stage-a-only", "--burn-in-steps", "0.7", "0.8"])
-    assert seen["settings"].burn_in_steps == (0.7, 0.8)
+    assert s.burn_in_steps == ProtocolSettings.burn_in_steps == (0.7, 0.8)
+    script.main(["--stage-a-only", "--burn-in-steps", "0.7"])
+    assert seen["settings"].burn_in_steps == (0.7,)
     assert seen["out"] == os.path.join("results", "protocol", "synthetic")
     script.main(["--arms", "supervised", "dualalign", "--bootstrap-samples", "0"])
     assert seen["settings"].arms == ("supervised", "dualalign")
