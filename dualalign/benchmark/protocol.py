@@ -2,7 +2,7 @@
 
 1. **Data.** The synthetic protocol set: a labelled pool of 120 patches (subsampled by the
    labelled fraction and the split seed), 960 unlabelled patches whose true boxes are kept aside
-   (``unlabeled_with_gt.json``, read by the diagnostics only), 60 val and 500 test patches.
+   (``unlabeled_with_gt.json``, read by the diagnostics only), 300 val and 500 test patches.
 2. **Stage A**, a supervised burn-in per (fraction, split seed), its lr dropped tenfold at
    each of ``burn_in_steps`` (fractions of its iterations; by default at 70 %, before the last
    fifth, so that the plateau gate measures the low-lr phase, not the drop, and at 80 %, so that
@@ -563,12 +563,15 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
             if b["fraction"] not in s.continue_fractions and s.gate_burn_in_iters:
                 flag = "--gate-burn-in-iters"
             what = f"moves {m:.2f} points of val mAP" if math.isfinite(m) else "has < 2 evaluations"
+            again = ""
+            if max(s.burn_in_steps) < 0.8:  # the last fifth is not all at the lowest lr
+                again = ", drop the lr again at the start of the last fifth (--burn-in-steps "
+                again += f"{' '.join(f'{f:g}' for f in s.burn_in_steps)} 0.8) if it jitters"
             gates["messages"].append(
                 f"plateau gate failed: the {b['fraction'] * 100:g} % burn-in (split "
                 f"{b['split_seed']}) {what} over the last fifth of stage A (allowed < "
-                f"{s.plateau_points}); lengthen {flag} if it still rises, drop the lr again at "
-                "the start of the last fifth (--burn-in-steps 0.7 0.8) if it jitters, or add "
-                "val patches if the move is evaluation noise"
+                f"{s.plateau_points}); lengthen {flag} if it still rises{again}, or add val "
+                "patches if the move is evaluation noise"
             )
     if gates["label_limited"] is False:
         gates["messages"].append(

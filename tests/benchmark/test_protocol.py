@@ -40,7 +40,11 @@ def test_gates_on_stage_a_curves():
     assert "--gate-burn-in-iters" in plateau[0]  # 100 % is gate-only: its own length
     assert [b["move_last_fifth"] for b in gates["burn_ins"]] == [0.5, 10.0]
     burn_ins[0]["val_mAP_history"] = rising
-    assert "lengthen --burn-in-iters" in check_gates(burn_ins, s)["messages"][0]
+    message = check_gates(burn_ins, s)["messages"][0]
+    assert "lengthen --burn-in-iters" in message and "--burn-in-steps" not in message
+    one_drop = dataclasses.replace(s, burn_in_steps=(0.7,))
+    message = check_gates(burn_ins, one_drop)["messages"][0]
+    assert "drop the lr again at the start of the last fifth (--burn-in-steps 0.7 0.8)" in message
 
 
 def test_gate_only_fractions_get_their_own_stage_a_length():
