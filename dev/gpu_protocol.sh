@@ -11,6 +11,8 @@
 # back as $OUT/protocol.tar.gz (no checkpoints) with a log per data set.
 # Measured on one H200 (2026-12-04, docs/SPEED.md): five runs side by side made about 44 iterations
 # per second in all (GPU 99 % busy); five 3600-iteration burn-ins did not end within 495 s.
+# Stage A drops the lr at 70 % and 80 % (the protocol's default since 2026-12-05; the 2026-12-04
+# call above ran one drop: add EXTRA="--burn-in-steps 0.7" to extend its records).
 #   OUT=/tmp/out SETS="cervix93 cervix93_agnostic" bash dev/gpu_protocol.sh
 # Local dry run of the plumbing: DEVICE=cpu PYTHON=.venv/bin/python EXTRA="--burn-in-iters 4
 #   --gate-burn-in-iters 4 --continue-iters 10" ...
