@@ -496,10 +496,14 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
             record = json.load(f)
         made = dict({k: record.get(k) for k in want}, lr_steps=recorded_lr_steps(record))
         if made != want:
+            extend = ""
+            if made["lr_steps"] and made == dict(want, lr_steps=made["lr_steps"]):  # only drops
+                fractions = " ".join(f"{i / made['iterations']:g}" for i in made["lr_steps"])
+                extend = f" To extend its record instead, pass --burn-in-steps {fractions}."
             raise ValueError(
                 f"{result}: this burn-in was made with {made}, the protocol now asks for {want}. "
                 f"Move {run_dir} aside (e.g. to {run_dir}_previous) to run it again; nothing "
-                "in it is overwritten."
+                f"in it is overwritten.{extend}"
             )
         if not os.path.isfile(record["checkpoint"]) and _needs_checkpoint(s, fraction, split, out):
             record = _rebuild_checkpoint(s, data, record, run_dir, out)

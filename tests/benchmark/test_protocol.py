@@ -107,8 +107,9 @@ def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_r
               "val_mAP_history": [[9, 50.0]], "checkpoint": "gone.pth"}  # fmt: skip
     (run_dir / "result.json").write_text(json.dumps(legacy))
     assert burn_in(s, data, 0.25, 0, str(tmp_path)) == legacy  # made before lr_steps: one at 70 %
-    with pytest.raises(ValueError, match="'lr_steps': \\[7\\].*'lr_steps': \\[7, 8\\].*aside"):
+    with pytest.raises(ValueError, match="'lr_steps': \\[7\\].*'lr_steps': \\[7, 8\\].*aside") as e:
         burn_in(two, data, 0.25, 0, str(tmp_path))
+    assert str(e.value).endswith("To extend its record instead, pass --burn-in-steps 0.7.")
     (run_dir / "result.json").write_text(json.dumps(dict(legacy, lr_steps=[7, 8])))
     assert burn_in(two, data, 0.25, 0, str(tmp_path))["lr_steps"] == [7, 8]
     with pytest.raises(ValueError, match="'lr_steps': \\[7, 8\\].*'lr_steps': \\[7\\]"):
@@ -278,8 +279,9 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     assert record["model_digest"] == model_digest(str(stage_a / "model_final.pth"))
     assert sorted(n for n in os.listdir(stage_a) if n.endswith(".pth")) == ["model_final.pth"]
     longer = ProtocolSettings(**{**s.__dict__, "burn_in_iters": 10})
-    with pytest.raises(ValueError, match="made with .*'iterations': 5.*Move .* aside"):
+    with pytest.raises(ValueError, match="made with .*'iterations': 5.*Move .* aside") as e:
         burn_in(longer, data, 0.5, 0, str(out))  # a finished burn-in is never silently reused
+    assert "--burn-in-steps" not in str(e.value)  # not only the drops differ
     metrics = [json.loads(line) for line in (run / "metrics.json").read_text().splitlines()]
     assert any("pseudo_quality/precision" in r for r in metrics)  # diagnostics logged
     assert any("grad/box_head/unsup_over_sup" in r for r in metrics)
