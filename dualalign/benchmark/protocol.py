@@ -336,6 +336,10 @@ def burn_in_lr_steps(s: ProtocolSettings, fraction: float) -> List[int]:
     return steps
 
 
+# Where the plateau gate's window starts, as a fraction of stage A: its last fifth.
+PLATEAU_WINDOW = 0.8
+
+
 # Records written before a burn-in named its lr drops (2026-12-05) were all made with one drop
 # at 70 % of stage A.
 LEGACY_LR_STEP = 0.7
@@ -539,7 +543,7 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
     moves = []
     for b in burn_ins:
         hist = b["val_mAP_history"]
-        last_fifth = [m for it, m in hist if it >= 0.8 * hist[-1][0] - 1]
+        last_fifth = [m for it, m in hist if it >= PLATEAU_WINDOW * hist[-1][0] - 1]
         moves.append(max(last_fifth) - min(last_fifth) if len(last_fifth) > 1 else float("inf"))
     final = {}
     for b in burn_ins:
@@ -568,9 +572,10 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
                 flag = "--gate-burn-in-iters"
             what = f"moves {m:.2f} points of val mAP" if math.isfinite(m) else "has < 2 evaluations"
             again = ""
-            if max(s.burn_in_steps) < 0.8:  # the last fifth is not all at the lowest lr
+            if max(s.burn_in_steps) < PLATEAU_WINDOW:  # the window is not all at the lowest lr
+                steps = " ".join(f"{f:g}" for f in (*s.burn_in_steps, PLATEAU_WINDOW))
                 again = ", drop the lr again at the start of the last fifth (--burn-in-steps "
-                again += f"{' '.join(f'{f:g}' for f in s.burn_in_steps)} 0.8) if it jitters"
+                again += f"{steps}) if it jitters"
             gates["messages"].append(
                 f"plateau gate failed: the {b['fraction'] * 100:g} % burn-in (split "
                 f"{b['split_seed']}) {what} over the last fifth of stage A (allowed < "
