@@ -292,6 +292,13 @@ def validate_dualalign_config(cfg):
             not d.STRONG_AUG.ENABLED or d.PSEUDO.SOURCE == "teacher",
             "True only with DUALALIGN.PSEUDO.SOURCE teacher",
         ),
+        (
+            "TEST.PRECISE_BN.ENABLED",
+            cfg.TEST.PRECISE_BN.ENABLED,
+            not cfg.TEST.PRECISE_BN.ENABLED or d.METHOD == "supervised",
+            "True only with DUALALIGN.METHOD supervised (its passes read labelled batches; the "
+            "semi-supervised methods continue with frozen BN, MODEL.RESNETS.NORM FrozenBN)",
+        ),
         ("DUALALIGN.EMBED.GRAD_SCALE", d.EMBED.GRAD_SCALE, d.EMBED.GRAD_SCALE >= 0, ">= 0"),
         ("DUALALIGN.PROTO.MARGIN", d.PROTO.MARGIN, d.PROTO.MARGIN > 0, "> 0"),
         ("DUALALIGN.MEMORY.SIZE", d.MEMORY.SIZE, d.MEMORY.SIZE > 0, "> 0 (rows)"),

@@ -68,6 +68,15 @@ def main(argv=None):
         "the second at the start of the last fifth, which the plateau gate reads; 0.7: the "
         "one-drop record of 2026-12-02 to 04)",
     )
+    p.add_argument(
+        "--precise-bn-iters",
+        type=int,
+        default=ProtocolSettings.precise_bn_iters,
+        metavar="N",
+        help="stage A's BN statistics at each evaluation and in its checkpoint: the average over "
+        "N labelled batches (detectron2's PreciseBN; the weights are the same), or 0 for the "
+        "running averages, as every record up to 2026-12-05 (default: %(default)s)",
+    )
     p.add_argument("--continue-iters", type=int, default=ProtocolSettings.continue_iters)
     p.add_argument("--split-seeds", nargs="+", type=int, default=list(ProtocolSettings.split_seeds))
     p.add_argument(
@@ -126,6 +135,8 @@ def main(argv=None):
         "values, and the keys of stage B's budget (iterations, lr, seed, weights) are refused",
     )
     args = p.parse_args(argv)
+    if args.precise_bn_iters < 0:
+        p.error(f"--precise-bn-iters {args.precise_bn_iters}: N >= 0 (0: the running averages)")
     for name in sum(args.contrast or [], []):
         try:
             tag = split_arm_tag(name)[1]
@@ -140,6 +151,7 @@ def main(argv=None):
         burn_in_iters=args.burn_in_iters,
         gate_burn_in_iters=args.gate_burn_in_iters,
         burn_in_steps=tuple(args.burn_in_steps),
+        precise_bn_iters=args.precise_bn_iters,
         continue_iters=args.continue_iters,
         split_seeds=tuple(args.split_seeds[:1] if args.pilot else args.split_seeds),
         gate_split_seed=args.gate_split_seed,

@@ -45,6 +45,9 @@ def test_gates_on_stage_a_curves():
     one_drop = dataclasses.replace(s, burn_in_steps=(0.7,))
     message = check_gates(burn_ins, one_drop)["messages"][0]
     assert "drop the lr again at the start of the last fifth (--burn-in-steps 0.7 0.8)" in message
+    assert "average the BN statistics (--precise-bn-iters 200)" in message
+    burn_ins[0]["precise_bn_iters"] = 200  # already averaged: not advised again
+    assert "--precise-bn-iters" not in check_gates(burn_ins, s)["messages"][0]
 
 
 def test_gate_only_fractions_get_their_own_stage_a_length():
@@ -91,6 +94,10 @@ def test_stage_a_lr_drops_reach_the_solver_and_are_checked(tmp_path, monkeypatch
     assert opts[opts.index("SOLVER.STEPS") + 1] == "(1680, 1920)"
     assert seen[1][seen[1].index("SOLVER.STEPS") + 1] == "(1680,)"
     assert opts[opts.index("SOLVER.MAX_ITER") + 1] == "2400"
+    assert opts[opts.index("TEST.PRECISE_BN.ENABLED") + 1] == "False"  # the default: running
+    protocol._train_burn_in(dataclasses.replace(s, precise_bn_iters=200), data, 0.25, 11, "r")
+    assert seen[2][seen[2].index("TEST.PRECISE_BN.ENABLED") + 1] == "True"
+    assert seen[2][seen[2].index("TEST.PRECISE_BN.NUM_ITER") + 1] == "200"
 
 
 def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_read_as_70(
@@ -115,6 +122,14 @@ def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_r
     with pytest.raises(ValueError, match="'lr_steps': \\[7, 8\\].*'lr_steps': \\[7\\]"):
         burn_in(s, data, 0.25, 0, str(tmp_path))
     assert json.loads((run_dir / "result.json").read_text())["lr_steps"] == [7, 8]  # kept
+    # BN statistics: records before precise_bn_iters read as running (0); another value is
+    # refused, and the message names the flags that extend the record.
+    precise = dataclasses.replace(s, precise_bn_iters=200)
+    with pytest.raises(ValueError, match="'precise_bn_iters': 0.*'precise_bn_iters': 200") as e:
+        burn_in(precise, data, 0.25, 0, str(tmp_path))
+    assert str(e.value).endswith("pass --burn-in-steps 0.7 0.8 --precise-bn-iters 0.")
+    (run_dir / "result.json").write_text(json.dumps(dict(legacy, precise_bn_iters=200)))
+    assert burn_in(precise, data, 0.25, 0, str(tmp_path))["precise_bn_iters"] == 200
 
 
 def test_burn_in_cells_longest_first_then_continued_fractions_gate_only_once():
@@ -218,14 +233,20 @@ def test_summary_of_a_protocol_still_running_reads_the_gates_of_the_ended_burn_i
         "only 1 of 3 burn-ins ended: the gates above read those only"
     ]
     assert "only 1 of 3 burn-ins ended" in (tmp_path / "tables.md").read_text()
-    # a record made before burn-ins named their lr drops: one drop at 70 %
+    # a record made before burn-ins named their lr drops and BN statistics: one drop at 70 %,
+    # running statistics
     assert gates["burn_ins"][0]["lr_steps"] == [1680]
-    row = "| 25 %, split 0 | 2400 | 1680 | 300 | 0.79 | 69.26 |"
+    row = "| 25 %, split 0 | 2400 | 1680 | running | 300 | 0.79 | 69.26 |"
     assert row in (tmp_path / "tables.md").read_text()
-    (cell / "result.json").write_text(json.dumps(dict(record, lr_steps=[1680, 1920])))
-    summary = summarize_finished(s, {"test_json": str(test_json)}, str(tmp_path))
+    new = dict(record, lr_steps=[1680, 1920], precise_bn_iters=200)
+    (cell / "result.json").write_text(json.dumps(new))
+    summary = summarize_finished(
+        dataclasses.replace(s, precise_bn_iters=200), {"test_json": str(test_json)}, str(tmp_path)
+    )
     assert summary["gates"]["burn_ins"][0]["lr_steps"] == [1680, 1920]
-    assert "| 2400 | 1680, 1920 | 300 |" in (tmp_path / "tables.md").read_text()
+    assert summary["gates"]["burn_ins"][0]["precise_bn_iters"] == 200
+    row = "| 2400 | 1680, 1920 | precise (200 batches) | 300 |"
+    assert row in (tmp_path / "tables.md").read_text()
 
 
 @pytest.mark.slow
@@ -345,6 +366,11 @@ def test_script_flags_reach_the_settings(monkeypatch):
     assert s.burn_in_steps == ProtocolSettings.burn_in_steps == (0.7, 0.8)
     script.main(["--stage-a-only", "--burn-in-steps", "0.7"])
     assert seen["settings"].burn_in_steps == (0.7,)
+    assert s.precise_bn_iters == 0  # running BN statistics, as every record so far
+    script.main(["--stage-a-only", "--precise-bn-iters", "200"])
+    assert seen["settings"].precise_bn_iters == 200
+    with pytest.raises(SystemExit):
+        script.main(["--precise-bn-iters", "-1"])
     assert seen["out"] == os.path.join("results", "protocol", "synthetic")
     script.main(["--arms", "supervised", "dualalign", "--bootstrap-samples", "0"])
     assert seen["settings"].arms == ("supervised", "dualalign")

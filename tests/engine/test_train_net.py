@@ -235,3 +235,38 @@ def test_evaluations_during_training_do_not_change_what_is_trained(tiny_syntheti
             Trainer.test(trainer.cfg, trainer.model)
             assert np.random.rand() != expected
     assert digests[0] == digests[1]
+
+
+def test_precise_bn_changes_only_the_bn_statistics(tiny_synthetic, tmp_path):
+    """``TEST.PRECISE_BN`` (stage A of the protocol): the BN layers' running statistics become
+    averages over training batches before each evaluation and at the end; the passes leave the
+    RNGs as they were, so every weight is the one the same run trains without it."""
+    from detectron2.utils.env import seed_all_rng
+
+    from dualalign.engine.trainer import IsolatedPreciseBN
+
+    states = {}
+    for precise in (False, True):
+        out = tmp_path / f"precise{precise:d}"
+        opts = dataset_opts(
+            tiny_synthetic, out, f"pbn{precise:d}", SOLVER__MAX_ITER=4, TEST__EVAL_PERIOD=2,
+            TEST__PRECISE_BN__ENABLED=precise, TEST__PRECISE_BN__NUM_ITER=3,
+        )  # fmt: skip
+        seed_all_rng(0)  # as train_net's default_setup does with SEED
+        trainer = Trainer(build_cfg(SUP_CFG, opts))
+        assert any(isinstance(h, IsolatedPreciseBN) for h in trainer._hooks) == precise
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        states[precise] = torch.load(out / "model_final.pth", weights_only=False)["model"]
+    stats = {n for n in states[True] if n.endswith(("running_mean", "running_var"))}
+    assert stats  # the CPU preset trains BN
+    for name, value in states[True].items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        same = torch.equal(torch.as_tensor(value), torch.as_tensor(states[False][name]))
+        assert same != (name in stats), name
+
+
+def test_precise_bn_is_refused_for_the_semi_supervised_methods():
+    with pytest.raises(ValueError, match=r"TEST\.PRECISE_BN\.ENABLED.*METHOD supervised"):
+        build_cfg(CPU_CFG, ["TEST.PRECISE_BN.ENABLED", "True"])
