@@ -75,7 +75,8 @@ def main(argv=None):
         metavar="N",
         help="stage A's BN statistics at each evaluation and in its checkpoint: the average over "
         "N labelled batches (detectron2's PreciseBN; the weights are the same), or 0 for the "
-        "running averages, as every record up to 2026-12-05 (default: %(default)s)",
+        "running averages: pass 0 to read or extend the records made before 2026-12-05 "
+        "(one-drop and two-drop) (default: %(default)s)",
     )
     p.add_argument("--continue-iters", type=int, default=ProtocolSettings.continue_iters)
     p.add_argument("--split-seeds", nargs="+", type=int, default=list(ProtocolSettings.split_seeds))

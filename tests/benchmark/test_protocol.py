@@ -94,10 +94,10 @@ def test_stage_a_lr_drops_reach_the_solver_and_are_checked(tmp_path, monkeypatch
     assert opts[opts.index("SOLVER.STEPS") + 1] == "(1680, 1920)"
     assert seen[1][seen[1].index("SOLVER.STEPS") + 1] == "(1680,)"
     assert opts[opts.index("SOLVER.MAX_ITER") + 1] == "2400"
-    assert opts[opts.index("TEST.PRECISE_BN.ENABLED") + 1] == "False"  # the default: running
-    protocol._train_burn_in(dataclasses.replace(s, precise_bn_iters=200), data, 0.25, 11, "r")
-    assert seen[2][seen[2].index("TEST.PRECISE_BN.ENABLED") + 1] == "True"
-    assert seen[2][seen[2].index("TEST.PRECISE_BN.NUM_ITER") + 1] == "200"
+    assert opts[opts.index("TEST.PRECISE_BN.ENABLED") + 1] == "True"  # the default: precise
+    assert opts[opts.index("TEST.PRECISE_BN.NUM_ITER") + 1] == "200"
+    protocol._train_burn_in(dataclasses.replace(s, precise_bn_iters=0), data, 0.25, 11, "r")
+    assert seen[2][seen[2].index("TEST.PRECISE_BN.ENABLED") + 1] == "False"  # running
 
 
 def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_read_as_70(
@@ -106,7 +106,8 @@ def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_r
     val = tmp_path / "val.json"
     val.write_text(json.dumps({"images": [{"id": 1}, {"id": 2}]}))
     data = {"val_json": str(val)}
-    two = ProtocolSettings(burn_in_iters=10, fractions=(0.25,), arms=())  # stage A only
+    # stage A only, with running BN statistics, as the records made before 2026-12-05
+    two = ProtocolSettings(burn_in_iters=10, fractions=(0.25,), arms=(), precise_bn_iters=0)
     s = dataclasses.replace(two, burn_in_steps=(0.7,))  # one drop, as before 2026-12-05
     run_dir = tmp_path / "burn_in" / "f0.25_split0"
     run_dir.mkdir(parents=True)
@@ -170,7 +171,8 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
     fake_train(s, data, 0.25, 0, str(tmp_path / "original"))
     record = {
         "fraction": 0.25, "split_seed": 0, "iterations": 10, "lr_steps": [7, 8], "val_images": 2,
-        "val_mAP_history": [[9, 50.0]], "checkpoint": str(run_dir / "model_final.pth"),
+        "precise_bn_iters": 200, "val_mAP_history": [[9, 50.0]],
+        "checkpoint": str(run_dir / "model_final.pth"),
         "model_digest": model_digest(str(tmp_path / "original" / "model_final.pth")),
     }  # fmt: skip
     (run_dir / "result.json").write_text(json.dumps(record))
@@ -259,6 +261,7 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
         config_dir="configs/quick_schedules",
         suffix="_R18_instant_test",
         burn_in_iters=5,  # the lr drops at 3 and 4
+        precise_bn_iters=2,  # precise BN statistics, as the default, over 2 batches
         continue_iters=4,
         fractions=(0.5,),
         continue_fractions=(0.5,),
@@ -296,7 +299,7 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
     stage_a = out / "burn_in" / "f0.5_split0"
     record = json.loads((stage_a / "result.json").read_text())
     assert record["iterations"] == 5 and record["val_images"] == 2
-    assert record["lr_steps"] == [3, 4]
+    assert record["lr_steps"] == [3, 4] and record["precise_bn_iters"] == 2
     assert record["model_digest"] == model_digest(str(stage_a / "model_final.pth"))
     assert sorted(n for n in os.listdir(stage_a) if n.endswith(".pth")) == ["model_final.pth"]
     longer = ProtocolSettings(**{**s.__dict__, "burn_in_iters": 10})
@@ -366,9 +369,9 @@ def test_script_flags_reach_the_settings(monkeypatch):
     assert s.burn_in_steps == ProtocolSettings.burn_in_steps == (0.7, 0.8)
     script.main(["--stage-a-only", "--burn-in-steps", "0.7"])
     assert seen["settings"].burn_in_steps == (0.7,)
-    assert s.precise_bn_iters == 0  # running BN statistics, as every record so far
-    script.main(["--stage-a-only", "--precise-bn-iters", "200"])
-    assert seen["settings"].precise_bn_iters == 200
+    assert s.precise_bn_iters == 200  # precise BN statistics (the records before: 0)
+    script.main(["--stage-a-only", "--precise-bn-iters", "0"])
+    assert seen["settings"].precise_bn_iters == 0
     with pytest.raises(SystemExit):
         script.main(["--precise-bn-iters", "-1"])
     assert seen["out"] == os.path.join("results", "protocol", "synthetic")
