@@ -14,7 +14,10 @@
    stops the comparison and says what to lengthen.
 4. **Stage B**, every arm continued from each burn-in with the same iterations, lr, data order
    (``SEED`` = the order seed) and labelled batches, with frozen BN (the normalisation then does
-   not depend on what else is in the batch). Teachers start as the burn-in checkpoint.
+   not depend on what else is in the batch). The labelled batches' random draws (augmentation,
+   proposal sampling) are the same in every arm too (:data:`RANDOM_STREAMS`): the null control
+   then trains supervised-continue's weights up to rounding. Teachers start as the burn-in
+   checkpoint.
 5. **Score**: the mean of the run's last three test evaluations (``score_checkpoints``), one
    every tenth of stage B, made in the run (``DUALALIGN.EVAL.START_ITER``).
 6. **Statistics**: per arm, paired differences against supervised-continue over (split seed,
