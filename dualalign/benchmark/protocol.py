@@ -14,7 +14,10 @@
    stops the comparison and says what to lengthen.
 4. **Stage B**, every arm continued from each burn-in with the same iterations, lr, data order
    (``SEED`` = the order seed) and labelled batches, with frozen BN (the normalisation then does
-   not depend on what else is in the batch). Teachers start as the burn-in checkpoint.
+   not depend on what else is in the batch). The labelled batches' random draws (augmentation,
+   proposal sampling) are the same in every arm too (:data:`RANDOM_STREAMS`): the null control
+   then trains supervised-continue's weights up to rounding. Teachers start as the burn-in
+   checkpoint.
 5. **Score**: the mean of the run's last three test evaluations (``score_checkpoints``), one
    every tenth of stage B, made in the run (``DUALALIGN.EVAL.START_ITER``).
 6. **Statistics**: per arm, paired differences against supervised-continue over (split seed,
@@ -154,6 +157,12 @@ ARMS.update(
 # arms without a common (split, order) pair is skipped): a teacher arm minus the teacher null
 # control is what the unlabelled images add; dual alignment minus self-training on the same
 # pseudo-boxes is what the metric terms add (issue 14's second target).
+# Version of the random streams a stage B run trains with, kept in its result.json (none: 1).
+# 2: every arm given the same SEED draws the same random numbers for its labelled images (the
+# unlabelled batches come from a private stream, and training starts from a global RNG state
+# that does not depend on the arm's model); the null control then trains supervised-continue's
+# weights up to rounding. Under 1 it was a supervised run with other random draws.
+RANDOM_STREAMS = 2
 CONTRASTS = (
     ("self_training", "teacher_null_control"),
     ("self_training_tuned", "teacher_null_control"),
@@ -700,6 +709,7 @@ def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
         "split_seed": split,
         "order_seed": order,
         "burn_in_digest": burn_in["model_digest"],  # pairs continue from the same weights
+        "random_streams": RANDOM_STREAMS,
         "final": final_ap,
         "mAP_last": scores,
         "mAP": sum(scores) / len(scores),
@@ -986,8 +996,30 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
     return write_summary(s, runs if not stopped else [], gates, data_b["test_json"], out_dir)
 
 
+def check_random_streams(runs: List[dict]) -> None:
+    """Refuses a record whose runs trained under different :data:`RANDOM_STREAMS`: their paired
+    differences would mix two noise levels (under 1 the arms drew different random numbers)."""
+    versions = {}
+    for r in runs:
+        versions.setdefault(r.get("random_streams", 1), []).append(r)
+    if len(versions) > 1:
+        old = min(versions)
+        names = ", ".join(
+            f"{r['arm']} (split {r['split_seed']}, order {r['order_seed']})"
+            for r in versions[old][:3]
+        )
+        raise ValueError(
+            f"the record mixes stage B runs of random streams {sorted(versions)}: {names}"
+            f"{' ...' if len(versions[old]) > 3 else ''} trained under version {old}, other runs "
+            f"under {max(versions)}. Summarise them apart: continue with today's code in a new "
+            "--output folder (the burn-ins can be copied over), or summarise the old runs with "
+            "the code they were trained with"
+        )
+
+
 def write_summary(s: ProtocolSettings, runs, gates, test_json: str, out_dir: str) -> dict:
     """``summary.json``, ``tables.md`` and ``paired_deltas.png`` of ``runs`` under ``gates``."""
+    check_random_streams(runs)
     summary = summarize(runs, gates, test_json, s)
     out_dir = summary_dir(s, out_dir)
     os.makedirs(out_dir, exist_ok=True)

@@ -18,6 +18,7 @@ from detectron2.data.common import (
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
+from ..engine.rng_state import private_rng, stream_seed
 from .augmentations import build_test_augmentations, build_train_augmentations
 from .mapper import CytologyDatasetMapper
 from .splits import labeled_subset
@@ -63,18 +64,44 @@ class InfiniteLoader:
 
 
 class PairedDataLoader:
-    """Yields ``(labeled_batch, unlabeled_batch)`` pairs from two infinite loaders."""
+    """Yields ``(labeled_batch, unlabeled_batch)`` pairs from two infinite loaders.
 
-    def __init__(self, labeled: InfiniteLoader, unlabeled: InfiniteLoader):
+    With ``seed`` (``SEED >= 0``), each unlabelled batch is drawn under :func:`private_rng`
+    seeded from (``seed``, rank, step). With ``DATALOADER.NUM_WORKERS 0`` its augmentation then
+    draws from its own stream, and the labelled batches (flips, colour jitter) are drawn from
+    the global generators exactly as supervised training's labelled-only loader draws them:
+    every method given the same SEED sees the same augmented labelled images, and a step's
+    unlabelled batch is the same after a resume. Without ``seed`` both halves draw from the
+    global generators in turn (restored by a resume with the rest).
+    """
+
+    def __init__(self, labeled: InfiniteLoader, unlabeled: InfiniteLoader, seed=None):
         self.labeled = labeled
         self.unlabeled = unlabeled
+        self.seed = seed
+        self._start = 0
 
     def set_start_iter(self, start_iter: int):
         self.labeled.set_start_iter(start_iter)
         self.unlabeled.set_start_iter(start_iter)
+        self._start = start_iter
 
     def __iter__(self):
-        return zip(iter(self.labeled), iter(self.unlabeled))
+        if self.seed is None:
+            return zip(iter(self.labeled), iter(self.unlabeled))
+        return self._private_unlabeled_stream()
+
+    def _private_unlabeled_stream(self):
+        labeled, unlabeled = iter(self.labeled), iter(self.unlabeled)
+        rank = comm.get_rank()
+        for step in itertools.count(self._start):
+            try:
+                batch_l = next(labeled)
+                with private_rng(stream_seed(self.seed, rank, step)):
+                    batch_u = next(unlabeled)
+            except StopIteration:
+                return
+            yield batch_l, batch_u
 
 
 def per_worker_batch(total: int, key: str) -> int:
@@ -223,7 +250,11 @@ def build_paired_loader(cfg, labeled_records, unlabeled_records, start_iter: int
     unlabeled = _loader(
         cfg, unlabeled_records, mapper_u, unlabeled_batch_size(cfg), key_u, start_iter
     )
-    return PairedDataLoader(build_labeled_loader(cfg, labeled_records, start_iter), unlabeled)
+    labeled = build_labeled_loader(cfg, labeled_records, start_iter)
+    # SEED < 0 (a random run): one stream for both halves, restored by a resume with the rest
+    paired = PairedDataLoader(labeled, unlabeled, seed=cfg.SEED if cfg.SEED >= 0 else None)
+    paired.set_start_iter(start_iter)
+    return paired
 
 
 def build_test_loader(cfg, dataset_name: str):

@@ -5,6 +5,7 @@ augmentation. Their states are stored as tensors and plain Python types, so chec
 load with ``torch.load(weights_only=True)``.
 """
 
+import contextlib
 import functools
 import random
 
@@ -41,6 +42,35 @@ class RNGState:
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
+
+
+def stream_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed derived from ``seed`` and ``keys`` (e.g. rank, step): distinct streams for
+    distinct keys, the same for the same ones (numpy's ``SeedSequence``)."""
+    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1)[0])
+
+
+def seed_all(seed: int) -> None:
+    """torch's, numpy's and Python's global generators seeded with ``seed`` (32-bit)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@contextlib.contextmanager
+def private_rng(seed: int):
+    """Inside the block the global RNGs are seeded with ``seed``; after it they are as before.
+
+    What the block draws then depends on ``seed`` only, and what is drawn after it does not
+    depend on the block (:class:`~dualalign.data.build.PairedDataLoader` draws the unlabelled
+    batches so, so that the labelled stream is the same with or without them).
+    """
+    state = RNGState().state_dict()
+    seed_all(seed)
+    try:
+        yield
+    finally:
+        RNGState().load_state_dict(state)
 
 
 def rng_isolated(fn):

@@ -30,7 +30,7 @@ from ..evaluation.pseudo_quality import PseudoLabelQualityEvaluator
 from ..modeling.pseudo_boxes import box_thresh_from_config
 from ..modeling.teacher import EMATeacher
 from .checkpoint import AtomicCheckpointer
-from .rng_state import RNGState, rng_isolated
+from .rng_state import RNGState, rng_isolated, seed_all, stream_seed
 from .semi_trainer import SemiSupervisedTrainer, unwrap
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,12 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+        if cfg.SEED >= 0:
+            # Training starts from a state of the global RNGs that depends on SEED and the rank
+            # only, not on what building this method's model drew (a projection head, proxies):
+            # the proposal sampling of the labelled images then draws the same numbers in every
+            # method given the same SEED. A resume loads the checkpoint's states over it.
+            seed_all(stream_seed(cfg.SEED, comm.get_rank()))
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)

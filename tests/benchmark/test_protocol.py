@@ -557,3 +557,15 @@ def test_the_tuned_arms_differ_from_their_arms_in_the_val_chosen_thresholds_only
         a.DUALALIGN.PSEUDO.BOX_THRESH = b.DUALALIGN.PSEUDO.BOX_THRESH
         a.DUALALIGN.PSEUDO.IGNORE_THRESH = b.DUALALIGN.PSEUDO.IGNORE_THRESH
         assert a == b, tuned
+
+
+def test_a_record_that_mixes_random_streams_is_refused():
+    from dualalign.benchmark.protocol import RANDOM_STREAMS, check_random_streams
+
+    old = {"arm": "null_control", "split_seed": 13, "order_seed": 4}  # no field: version 1
+    new = {"arm": "supervised", "split_seed": 13, "order_seed": 4, "random_streams": RANDOM_STREAMS}
+    check_random_streams([old, dict(old, arm="supervised")])
+    check_random_streams([new, dict(new, arm="null_control")])
+    with pytest.raises(ValueError, match=r"random streams \[1, 2\]: null_control \(split 13, "
+                                         r"order 4\).*new --output folder"):  # fmt: skip
+        check_random_streams([old, new])

@@ -134,7 +134,8 @@ KILLED_RUN = textwrap.dedent("""
     """)
 
 
-def test_kill_then_resume_matches_an_uninterrupted_run(tiny_synthetic, tmp_path):
+@pytest.mark.parametrize("seed", [-1, 7])  # 7: the unlabelled batches from a private stream
+def test_kill_then_resume_matches_an_uninterrupted_run(tiny_synthetic, tmp_path, seed):
     import json
 
     def opts(out):
@@ -142,6 +143,7 @@ def test_kill_then_resume_matches_an_uninterrupted_run(tiny_synthetic, tmp_path)
             tiny_synthetic,
             out,
             "kr",
+            SEED=seed,
             SOLVER__MAX_ITER=6,
             SOLVER__CHECKPOINT_PERIOD=3,
             DUALALIGN__PSEUDO__SCORE_THRESH=0.0,
