@@ -153,16 +153,16 @@ ARMS.update(
     {f"{arm}_tuned": (ARMS[arm][0], ARMS[arm][1] + VAL_CHOSEN)
      for arm in ("self_training", "dualalign_all")}  # fmt: skip
 )
-# (arm, reference) pairs summarised like the differences against supervised-continue (a pair of
-# arms without a common (split, order) pair is skipped): a teacher arm minus the teacher null
-# control is what the unlabelled images add; dual alignment minus self-training on the same
-# pseudo-boxes is what the metric terms add (issue 14's second target).
 # Version of the random streams a stage B run trains with, kept in its result.json (none: 1).
 # 2: every arm given the same SEED draws the same random numbers for its labelled images (the
 # unlabelled batches come from a private stream, and training starts from a global RNG state
 # that does not depend on the arm's model); the null control then trains supervised-continue's
 # weights up to rounding. Under 1 it was a supervised run with other random draws.
 RANDOM_STREAMS = 2
+# (arm, reference) pairs summarised like the differences against supervised-continue (a pair of
+# arms without a common (split, order) pair is skipped): a teacher arm minus the teacher null
+# control is what the unlabelled images add; dual alignment minus self-training on the same
+# pseudo-boxes is what the metric terms add (issue 14's second target).
 CONTRASTS = (
     ("self_training", "teacher_null_control"),
     ("self_training_tuned", "teacher_null_control"),

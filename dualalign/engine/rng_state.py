@@ -58,6 +58,16 @@ def seed_all(seed: int) -> None:
 
 
 @contextlib.contextmanager
+def restored_rng():
+    """The global RNGs are after the block as they were before it."""
+    state = RNGState().state_dict()
+    try:
+        yield
+    finally:
+        RNGState().load_state_dict(state)
+
+
+@contextlib.contextmanager
 def private_rng(seed: int):
     """Inside the block the global RNGs are seeded with ``seed``; after it they are as before.
 
@@ -65,12 +75,9 @@ def private_rng(seed: int):
     depend on the block (:class:`~dualalign.data.build.PairedDataLoader` draws the unlabelled
     batches so, so that the labelled stream is the same with or without them).
     """
-    state = RNGState().state_dict()
-    seed_all(seed)
-    try:
+    with restored_rng():
+        seed_all(seed)
         yield
-    finally:
-        RNGState().load_state_dict(state)
 
 
 def rng_isolated(fn):
@@ -86,10 +93,7 @@ def rng_isolated(fn):
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        state = RNGState().state_dict()
-        try:
+        with restored_rng():
             return fn(*args, **kwargs)
-        finally:
-            RNGState().load_state_dict(state)
 
     return wrapped

@@ -49,7 +49,7 @@ def test_the_null_control_trains_what_supervised_training_trains(tiny_synthetic,
 
     sup = arm("sup", "supervised_R18_instant_test", 3)
     null = arm("null", "dualalign_R18_instant_test", 3, TERMS_OFF)
-    moved = _largest_difference(sup, {k: v for k, v in start.model.state_dict().items()})
+    moved = _largest_difference(sup, start.model.state_dict())
     other_order = _largest_difference(sup, arm("sup4", "supervised_R18_instant_test", 4))
     same = _largest_difference(sup, null)
     assert moved > 1e-3 and other_order > 1e-4  # not vacuous: training moves the weights
