@@ -75,11 +75,13 @@ class PairedDataLoader:
     global generators in turn (restored by a resume with the rest).
     """
 
-    def __init__(self, labeled: InfiniteLoader, unlabeled: InfiniteLoader, seed=None):
+    def __init__(
+        self, labeled: InfiniteLoader, unlabeled: InfiniteLoader, seed=None, start_iter: int = 0
+    ):
         self.labeled = labeled
         self.unlabeled = unlabeled
         self.seed = seed
-        self._start = 0
+        self._start = start_iter  # the step of the first pair (both loaders already start there)
 
     def set_start_iter(self, start_iter: int):
         self.labeled.set_start_iter(start_iter)
@@ -252,9 +254,9 @@ def build_paired_loader(cfg, labeled_records, unlabeled_records, start_iter: int
     )
     labeled = build_labeled_loader(cfg, labeled_records, start_iter)
     # SEED < 0 (a random run): one stream for both halves, restored by a resume with the rest
-    paired = PairedDataLoader(labeled, unlabeled, seed=cfg.SEED if cfg.SEED >= 0 else None)
-    paired.set_start_iter(start_iter)
-    return paired
+    return PairedDataLoader(
+        labeled, unlabeled, seed=cfg.SEED if cfg.SEED >= 0 else None, start_iter=start_iter
+    )
 
 
 def build_test_loader(cfg, dataset_name: str):

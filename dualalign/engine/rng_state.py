@@ -51,7 +51,11 @@ def stream_seed(seed: int, *keys: int) -> int:
 
 
 def seed_all(seed: int) -> None:
-    """torch's, numpy's and Python's global generators seeded with ``seed`` (32-bit)."""
+    """torch's, numpy's and Python's global generators seeded with ``seed`` (32-bit).
+
+    Not detectron2's ``seed_all_rng``: that one also writes ``PYTHONHASHSEED`` into the
+    environment, which :func:`private_rng` (once per training step) must not leave behind.
+    """
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)

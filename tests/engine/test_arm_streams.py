@@ -5,12 +5,12 @@ then train what supervised training trains: under frozen BN, the only difference
 the rounding of a larger backbone batch.
 """
 
-import numpy as np
 import pytest
 import torch
 from dualalign_testing import dataset_opts, quick_schedule
 
 from dualalign.benchmark.protocol import TERMS_OFF
+from dualalign.engine.rng_state import seed_all
 from dualalign.engine.setup import build_cfg
 from dualalign.engine.trainer import Trainer
 
@@ -69,8 +69,7 @@ def test_without_a_private_stream_the_unlabelled_draws_change_the_labelled_ones(
     labeled, unlabeled = training_records(cfg)
 
     def first_labelled(loader, steps=4):
-        torch.manual_seed(0)
-        np.random.seed(0)
+        seed_all(0)
         it = iter(loader)
         out = [next(it) for _ in range(steps)]
         return [d["image"] for step in out for d in (step[0] if isinstance(step, tuple) else step)]

@@ -66,14 +66,14 @@ def test_rng_isolated_restores_every_generator_and_returns_the_result():
 
     import numpy as np
 
-    from dualalign.engine.rng_state import rng_isolated
+    from dualalign.engine.rng_state import rng_isolated, seed_all
 
     def draws():
         return (torch.rand(1).item(), float(np.random.rand()), random.random())
 
-    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    seed_all(3)
     expected = draws()
-    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    seed_all(3)
     result = rng_isolated(draws)()
     assert result == expected  # the wrapped function drew from the same streams
     assert draws() == expected  # and the streams were put back where they were
