@@ -180,6 +180,9 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.CSD.WEIGHT = 1.0  # maximum consistency weight (CSD paper)
     _C.DUALALIGN.CSD.RAMPUP_ITERS = 2000  # Gaussian ramp-up length in iterations
     _C.DUALALIGN.CSD.RAMPDOWN_ITERS = 2000  # Gaussian ramp-down length before MAX_ITER
+    # Supervised-only tail: the ramp-down ends this many iterations before SOLVER.MAX_ITER and
+    # the weight stays at its floor (WEIGHT * exp(-12.5)) over them; 0 = CSD's own schedule.
+    _C.DUALALIGN.CSD.TAIL_ITERS = 0
     # Background elimination: keep proposals whose max foreground probability exceeds this.
     _C.DUALALIGN.CSD.BG_THRESH = 0.5
 
@@ -347,6 +350,12 @@ def validate_dualalign_config(cfg):
         ),
         ("DUALALIGN.TEACHER.START_ITER", d.TEACHER.START_ITER, d.TEACHER.START_ITER >= 0, ">= 0"),
         ("DUALALIGN.CSD.BG_THRESH", d.CSD.BG_THRESH, 0 <= d.CSD.BG_THRESH < 1, "0 <= value < 1"),
+        (
+            "DUALALIGN.CSD.TAIL_ITERS",
+            d.CSD.TAIL_ITERS,
+            0 <= d.CSD.TAIL_ITERS < max(cfg.SOLVER.MAX_ITER, 1),
+            "0 <= value < SOLVER.MAX_ITER",
+        ),
         (
             "MODEL.ROI_HEADS.NUM_CLASSES",
             cfg.MODEL.ROI_HEADS.NUM_CLASSES,

@@ -26,7 +26,11 @@ Where we differ (each a config-level or documented choice):
 * consistency is applied to the unlabelled images only (the code also applies it to the
   labelled half of its batch), using the ``DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE`` top RPN
   proposals per image, the same number the dual-alignment model scores;
-* the code's weight is exactly 0 at iteration 0; ours is ``WEIGHT * exp(-5)`` there.
+* the code's weight is exactly 0 at iteration 0; ours is ``WEIGHT * exp(-5)`` there;
+* opt-in, not in the code: ``DUALALIGN.CSD.TAIL_ITERS`` ends the ramp-down that many iterations
+  before ``SOLVER.MAX_ITER`` (T above becomes MAX_ITER - TAIL_ITERS) and holds the weight at
+  its floor ``WEIGHT * exp(-12.5)`` after it, a supervised-only tail (0, the default, is the
+  code's schedule).
 
 At inference the model is exactly ``GeneralizedRCNN``.
 """
@@ -63,9 +67,13 @@ class CSDRCNN(SemiSupervisedRCNN):
     semi_loss_names = ("loss_csd_cls", "loss_csd_loc")
 
     @configurable
-    def __init__(self, *args, rampdown_iters: int = 0, max_iter: int = 1, bg_thresh=0.5, **kwargs):
+    def __init__(
+        self, *args, rampdown_iters: int = 0, tail_iters: int = 0, max_iter: int = 1,
+        bg_thresh=0.5, **kwargs,
+    ):  # fmt: skip
         super().__init__(*args, **kwargs)
         self.rampdown_iters = rampdown_iters
+        self.tail_iters = tail_iters
         self.max_iter = max_iter
         self.bg_thresh = bg_thresh
 
@@ -77,15 +85,20 @@ class CSDRCNN(SemiSupervisedRCNN):
             weight=c.WEIGHT,
             rampup_iters=c.RAMPUP_ITERS,
             rampdown_iters=c.RAMPDOWN_ITERS,
+            tail_iters=c.TAIL_ITERS,
             max_iter=cfg.SOLVER.MAX_ITER,
             bg_thresh=c.BG_THRESH,
         )
         return ret
 
     def weight_schedule(self, t: int) -> float:
-        """CSD's schedule: ``WEIGHT`` x Gaussian ramp-up x Gaussian ramp-down (module docstring)."""
+        """CSD's schedule: ``WEIGHT`` x Gaussian ramp-up x Gaussian ramp-down (module docstring).
+
+        The ramp-down ends ``TAIL_ITERS`` before ``SOLVER.MAX_ITER`` (0: at it, CSD's own
+        schedule); over that supervised-only tail the weight stays at its floor.
+        """
         up = sigmoid_rampup(t, self.rampup_iters, self.weight)
-        return sigmoid_rampdown(t, self.max_iter, self.rampdown_iters, up)
+        return sigmoid_rampdown(t, self.max_iter - self.tail_iters, self.rampdown_iters, up)
 
     def semi_forward(self, labeled: List[dict], unlabeled: List[dict]):
         n = len(unlabeled)

@@ -66,6 +66,25 @@ def test_weight_schedule(tiny_model):
     assert w(2000) == pytest.approx(2.0 * math.exp(-12.5))
 
 
+def test_tail_iters_ends_the_ramp_down_early_and_holds_the_floor(tiny_model):
+    # MAX_ITER 2000, ramp-down 333: with a tail of 300 it runs over [1367, 1700], then the floor.
+    base, _ = tiny_model("csd_R18_cpu.yaml")
+    model, _ = tiny_model("csd_R18_cpu.yaml", "DUALALIGN.CSD.TAIL_ITERS", 300)
+    w, w0 = model.semi_loss_weight, base.semi_loss_weight
+    assert w(1000) == w0(1000) == w(1700 - 333) == 1.0
+    assert w(1600) == pytest.approx(w0(1900))  # the same ramp, 300 iterations earlier
+    floor = math.exp(-12.5)
+    assert w(1700) == w(1850) == w(2000) == pytest.approx(floor)
+    assert w0(1850) > 100 * floor  # without the tail the weight is still on at 1850
+
+
+def test_tail_iters_is_refused_unless_below_max_iter(tiny_model):
+    with pytest.raises(ValueError, match="DUALALIGN.CSD.TAIL_ITERS"):
+        tiny_model("csd_R18_cpu.yaml", "DUALALIGN.CSD.TAIL_ITERS", 2000)
+    with pytest.raises(ValueError, match="DUALALIGN.CSD.TAIL_ITERS"):
+        tiny_model("csd_R18_cpu.yaml", "DUALALIGN.CSD.TAIL_ITERS", -1)
+
+
 def test_flipped_view_is_scored_on_the_mirrored_proposals(tiny_model, batch, monkeypatch):
     seen = []
     real = csd_module.box_head_outputs
