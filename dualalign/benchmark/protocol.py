@@ -108,6 +108,10 @@ ARMS = {
     "dualalign_noproto": ("dualalign_noproto", []),
     "dualalign_noproposal": ("dualalign_noproposal", []),
     "csd": ("csd", []),
+    # CSD with a supervised-only tail: in the 500-iteration stage B its ramp-down runs over
+    # 317-400 instead of 417-500, so the three scored evaluations (400, 450, 500) all come after
+    # it. Val search point csdtail100 against csdref (docs/RESULTS.md, 2026-12-06).
+    "csd_tail": ("csd", ["DUALALIGN.CSD.TAIL_ITERS", "100"]),
     "mean_teacher": ("mean_teacher", ["DUALALIGN.TEACHER.START_ITER", "0"]),
     # the teacher pipeline (issue: make the unlabelled data pay off)
     "self_training": ("self_training", []),
@@ -169,6 +173,7 @@ CONTRASTS = (
     ("dualalign_all_tuned", "teacher_null_control"),
     ("dualalign_all_tuned", "self_training_tuned"),
     ("mean_teacher", "teacher_null_control"),
+    ("csd_tail", "csd"),
 )
 
 

@@ -559,6 +559,28 @@ def test_the_tuned_arms_differ_from_their_arms_in_the_val_chosen_thresholds_only
         assert a == b, tuned
 
 
+def test_csd_tail_is_csd_with_its_weight_off_at_every_scored_evaluation():
+    from dualalign.benchmark.protocol import ARMS, _config, _eval_schedule, stage_b_opts
+    from dualalign.engine.setup import build_cfg
+    from dualalign.modeling.rampup import sigmoid_rampdown
+
+    s, data = ProtocolSettings(), {"opts": []}
+    burn = {"fraction": 0.25, "split_seed": 7, "checkpoint": ""}
+    a, b = (
+        build_cfg(_config(s, "csd"), stage_b_opts(s, data, arm, burn, 0))
+        for arm in ("csd_tail", "csd")
+    )
+    assert ARMS["csd_tail"][0] == "csd" and a.DUALALIGN.CSD.TAIL_ITERS == 100
+    c = a.DUALALIGN.CSD
+    _, first_eval = _eval_schedule(s)  # the evaluation after iteration first_eval - 1
+    end = a.SOLVER.MAX_ITER - c.TAIL_ITERS
+    weights = [sigmoid_rampdown(t, end, c.RAMPDOWN_ITERS, 1.0) for t in (first_eval - 1, end)]
+    assert weights[0] < 2 * math.exp(-12.5) and weights[1] == pytest.approx(math.exp(-12.5))
+    a.defrost()
+    a.DUALALIGN.CSD.TAIL_ITERS = 0
+    assert a == b
+
+
 def test_a_record_that_mixes_random_streams_is_refused():
     from dualalign.benchmark.protocol import RANDOM_STREAMS, check_random_streams
 
