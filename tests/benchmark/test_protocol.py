@@ -560,9 +560,10 @@ def test_the_tuned_arms_differ_from_their_arms_in_the_val_chosen_thresholds_only
 
 
 def test_csd_tail_is_csd_with_its_weight_off_at_every_scored_evaluation():
+    from detectron2.modeling import build_model
+
     from dualalign.benchmark.protocol import ARMS, _config, _eval_schedule, stage_b_opts
     from dualalign.engine.setup import build_cfg
-    from dualalign.modeling.rampup import sigmoid_rampdown
 
     s, data = ProtocolSettings(), {"opts": []}
     burn = {"fraction": 0.25, "split_seed": 7, "checkpoint": ""}
@@ -571,11 +572,11 @@ def test_csd_tail_is_csd_with_its_weight_off_at_every_scored_evaluation():
         for arm in ("csd_tail", "csd")
     )
     assert ARMS["csd_tail"][0] == "csd" and a.DUALALIGN.CSD.TAIL_ITERS == 100
-    c = a.DUALALIGN.CSD
+    weight = build_model(a).semi_loss_weight  # the schedule CSDRCNN trains with
     _, first_eval = _eval_schedule(s)  # the evaluation after iteration first_eval - 1
-    end = a.SOLVER.MAX_ITER - c.TAIL_ITERS
-    weights = [sigmoid_rampdown(t, end, c.RAMPDOWN_ITERS, 1.0) for t in (first_eval - 1, end)]
-    assert weights[0] < 2 * math.exp(-12.5) and weights[1] == pytest.approx(math.exp(-12.5))
+    end = a.SOLVER.MAX_ITER - a.DUALALIGN.CSD.TAIL_ITERS
+    assert weight(first_eval - 1) < 2 * math.exp(-12.5)
+    assert weight(end) == pytest.approx(math.exp(-12.5))
     a.defrost()
     a.DUALALIGN.CSD.TAIL_ITERS = 0
     assert a == b
