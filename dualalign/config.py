@@ -25,6 +25,12 @@ def add_dualalign_config(cfg):
     _C.DUALALIGN.LOSS_WEIGHT = 1.0
     # lambda(t) of Eq. 9: T, the sigmoid ramp-up length in iterations (0 = no ramp).
     _C.DUALALIGN.RAMPUP_ITERS = 2000
+    # Opt-in, not in the paper: a Gaussian ramp-down of lambda(t) (CSD's shape) over this many
+    # iterations, ending DUALALIGN.TAIL_ITERS before SOLVER.MAX_ITER (0 = none, the paper).
+    _C.DUALALIGN.RAMPDOWN_ITERS = 0
+    # Supervised-only tail: the ramp-down ends this many iterations before SOLVER.MAX_ITER and
+    # lambda(t) stays at its floor (LOSS_WEIGHT * exp(-12.5)) over them; needs RAMPDOWN_ITERS.
+    _C.DUALALIGN.TAIL_ITERS = 0
 
     # Which of the four metric terms of Eq. 9 are on (Table 2's ablations are config changes).
     _C.DUALALIGN.LOSS = CN()
@@ -221,6 +227,15 @@ def validate_dualalign_config(cfg):
     checks = [
         ("DUALALIGN.LOSS_WEIGHT", d.LOSS_WEIGHT, d.LOSS_WEIGHT >= 0, ">= 0"),
         ("DUALALIGN.RAMPUP_ITERS", d.RAMPUP_ITERS, d.RAMPUP_ITERS >= 0, ">= 0"),
+        ("DUALALIGN.RAMPDOWN_ITERS", d.RAMPDOWN_ITERS, d.RAMPDOWN_ITERS >= 0, ">= 0"),
+        (
+            "DUALALIGN.TAIL_ITERS",
+            d.TAIL_ITERS,
+            0 <= d.TAIL_ITERS < max(cfg.SOLVER.MAX_ITER, 1)
+            and (d.TAIL_ITERS == 0 or d.RAMPDOWN_ITERS > 0),
+            "0 <= value < SOLVER.MAX_ITER, and 0 unless DUALALIGN.RAMPDOWN_ITERS > 0 (a tail "
+            "without a ramp-down changes nothing)",
+        ),
         ("DUALALIGN.EMBED.HIDDEN_DIM", d.EMBED.HIDDEN_DIM, d.EMBED.HIDDEN_DIM > 0, "> 0"),
         ("DUALALIGN.EMBED.DIM", d.EMBED.DIM, d.EMBED.DIM > 0, "> 0"),
         ("DUALALIGN.PROXY.BASE_LR", d.PROXY.BASE_LR, d.PROXY.BASE_LR >= 0, ">= 0"),

@@ -48,7 +48,6 @@ from ..modeling.detector_steps import (
     supervised_losses_and_extra_features,
     top_proposal_boxes,
 )
-from ..modeling.rampup import sigmoid_rampdown, sigmoid_rampup
 from ..modeling.semi_rcnn import SemiSupervisedRCNN
 from .consistency import csd_losses, flip_image, foreground_mask, image_widths, mirror
 
@@ -67,14 +66,8 @@ class CSDRCNN(SemiSupervisedRCNN):
     semi_loss_names = ("loss_csd_cls", "loss_csd_loc")
 
     @configurable
-    def __init__(
-        self, *args, rampdown_iters: int = 0, tail_iters: int = 0, max_iter: int = 1,
-        bg_thresh=0.5, **kwargs,
-    ):  # fmt: skip
+    def __init__(self, *args, bg_thresh=0.5, **kwargs):
         super().__init__(*args, **kwargs)
-        self.rampdown_iters = rampdown_iters
-        self.tail_iters = tail_iters
-        self.max_iter = max_iter
         self.bg_thresh = bg_thresh
 
     @classmethod
@@ -86,19 +79,9 @@ class CSDRCNN(SemiSupervisedRCNN):
             rampup_iters=c.RAMPUP_ITERS,
             rampdown_iters=c.RAMPDOWN_ITERS,
             tail_iters=c.TAIL_ITERS,
-            max_iter=cfg.SOLVER.MAX_ITER,
             bg_thresh=c.BG_THRESH,
         )
         return ret
-
-    def weight_schedule(self, t: int) -> float:
-        """CSD's schedule: ``WEIGHT`` x Gaussian ramp-up x Gaussian ramp-down (module docstring).
-
-        The ramp-down ends ``TAIL_ITERS`` before ``SOLVER.MAX_ITER`` (0: at it, CSD's own
-        schedule); over that supervised-only tail the weight stays at its floor.
-        """
-        up = sigmoid_rampup(t, self.rampup_iters, self.weight)
-        return sigmoid_rampdown(t, self.max_iter - self.tail_iters, self.rampdown_iters, up)
 
     def semi_forward(self, labeled: List[dict], unlabeled: List[dict]):
         n = len(unlabeled)

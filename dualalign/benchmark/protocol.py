@@ -157,6 +157,15 @@ ARMS.update(
     {f"{arm}_tuned": (ARMS[arm][0], ARMS[arm][1] + VAL_CHOSEN)
      for arm in ("self_training", "dualalign_all")}  # fmt: skip
 )
+# The tuned teacher arms with csd_tail's supervised-only tail (opt-in keys, not the paper): in
+# the 500-iteration stage B lambda(t) ramps down over 317-400 (CSD's 83-iteration ramp-down) and
+# stays at its floor over the last 100, so the three scored evaluations come after it. The
+# evaluated teacher is an EMA (decay 0.999) of the student, so it carries the tail only in part.
+TAIL = ["DUALALIGN.RAMPDOWN_ITERS", "83", "DUALALIGN.TAIL_ITERS", "100"]
+ARMS.update(
+    {f"{arm}_tail": (ARMS[arm][0], ARMS[arm][1] + TAIL)
+     for arm in ("self_training_tuned", "dualalign_all_tuned")}  # fmt: skip
+)
 # Version of the random streams a stage B run trains with, kept in its result.json (none: 1).
 # 2: every arm given the same SEED draws the same random numbers for its labelled images (the
 # unlabelled batches come from a private stream, and training starts from a global RNG state
@@ -174,6 +183,8 @@ CONTRASTS = (
     ("dualalign_all_tuned", "self_training_tuned"),
     ("mean_teacher", "teacher_null_control"),
     ("csd_tail", "csd"),
+    ("self_training_tuned_tail", "self_training_tuned"),
+    ("dualalign_all_tuned_tail", "dualalign_all_tuned"),
 )
 
 

@@ -31,8 +31,9 @@ class DualAlignRCNN(SemiSupervisedRCNN):
     ``forward(labeled, unlabeled)`` returns the supervised Faster R-CNN losses of the labelled
     images (L_s) and the metric terms of ``DualAlignROIHeads``, unweighted. The trainer scales
     the terms named in ``semi_loss_names`` by :meth:`semi_loss_weight` (lambda(t) of Eq. 9:
-    ``DUALALIGN.LOSS_WEIGHT`` and ``DUALALIGN.RAMPUP_ITERS``). At inference (and with no
-    unlabelled batch) it is exactly ``GeneralizedRCNN``.
+    ``DUALALIGN.LOSS_WEIGHT`` and ``DUALALIGN.RAMPUP_ITERS``; opt-in, a ramp-down and a
+    supervised-only tail, ``DUALALIGN.RAMPDOWN_ITERS`` and ``DUALALIGN.TAIL_ITERS``). At
+    inference (and with no unlabelled batch) it is exactly ``GeneralizedRCNN``.
 
     The teacher pipeline (opt-in; the paper's configs keep the paper's step):
 
@@ -90,6 +91,8 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         ret.update(
             weight=d.LOSS_WEIGHT,
             rampup_iters=d.RAMPUP_ITERS,
+            rampdown_iters=d.RAMPDOWN_ITERS,
+            tail_iters=d.TAIL_ITERS,
             use_teacher=d.PSEUDO.SOURCE == "teacher",
             pseudo_boxes=d.PSEUDO.BOXES,
             box_thresh=box_thresh_from_config(d.PSEUDO),

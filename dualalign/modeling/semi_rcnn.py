@@ -9,8 +9,9 @@ A training step of a method is four named parts, each a method that a subclass m
    supervised losses of the labelled images and the unweighted unsupervised terms, named in
    ``semi_loss_names``.
 3. :meth:`~SemiSupervisedRCNN.semi_loss_weight` is lambda(t) of those terms: 0 before the start,
-   then :meth:`~SemiSupervisedRCNN.weight_schedule` of the iterations since the start. The
-   trainer computes the weighted total.
+   then :meth:`~SemiSupervisedRCNN.weight_schedule` of the iterations since the start (a sigmoid
+   ramp-up, and optionally a Gaussian ramp-down that ends ``tail_iters`` before the last
+   iteration, the weight at its floor after it). The trainer computes the weighted total.
 4. :meth:`~SemiSupervisedRCNN.before_step` / :meth:`~SemiSupervisedRCNN.after_step` are the
    trainer's hooks around the optimizer step (teacher copy and EMA here; the memory bank in
    dual alignment), :meth:`~SemiSupervisedRCNN.step_statistics` what the step logs.
@@ -30,7 +31,7 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import ImageList, Instances
 
 from .detector_steps import box_head_outputs
-from .rampup import sigmoid_rampup
+from .rampup import sigmoid_rampdown, sigmoid_rampup
 from .teacher import EMATeacher, fill_missing_teacher
 
 __all__ = ["SemiSupervisedRCNN"]
@@ -42,6 +43,9 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
     Args (besides ``GeneralizedRCNN``'s):
         weight: the maximum weight of the unsupervised terms (w_max of lambda(t)).
         rampup_iters: the sigmoid ramp-up length T of lambda(t), from the start.
+        rampdown_iters: the Gaussian ramp-down length of lambda(t) (0: none), ending
+            ``tail_iters`` before ``max_iter`` (SOLVER.MAX_ITER); the weight is at its floor
+            ``weight * exp(-12.5)`` over the last ``tail_iters`` iterations.
         proposals_per_image: unlabelled proposals per image that a method scores.
         teacher_start_iter, ema_decay, eval_teacher, eval_pseudo_labels:
             ``DUALALIGN.TEACHER.*`` (used when ``uses_teacher``; ``eval_pseudo_labels`` needs it).
@@ -59,6 +63,9 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         *args,
         weight: float = 1.0,
         rampup_iters: int = 0,
+        rampdown_iters: int = 0,
+        tail_iters: int = 0,
+        max_iter: int = 1,
         proposals_per_image: int = 512,
         teacher_start_iter: int = 0,
         ema_decay: float = 0.999,
@@ -72,6 +79,9 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
             self.uses_teacher = bool(use_teacher)
         self.weight = weight
         self.rampup_iters = rampup_iters
+        self.rampdown_iters = rampdown_iters
+        self.tail_iters = tail_iters
+        self.max_iter = max_iter
         self.proposals_per_image = proposals_per_image
         self.eval_teacher = eval_teacher
         self.teacher = None
@@ -90,6 +100,7 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         ret = super().from_config(cfg)
         t = cfg.DUALALIGN.TEACHER
         ret.update(
+            max_iter=cfg.SOLVER.MAX_ITER,
             proposals_per_image=cfg.DUALALIGN.PSEUDO.PROPOSALS_PER_IMAGE,
             teacher_start_iter=t.START_ITER,
             ema_decay=t.EMA_DECAY,
@@ -127,8 +138,12 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         return self.weight_schedule(iteration - self.start_iter)
 
     def weight_schedule(self, t: int) -> float:
-        """The weight ``t`` iterations after the start: a sigmoid ramp-up to ``weight``."""
-        return sigmoid_rampup(t, self.rampup_iters, self.weight)
+        """The weight ``t`` iterations after the start: a sigmoid ramp-up to ``weight``, times a
+        Gaussian ramp-down (:func:`~.rampup.sigmoid_rampdown`) that ends ``tail_iters`` before
+        ``max_iter`` (none when ``rampdown_iters`` is 0)."""
+        up = sigmoid_rampup(t, self.rampup_iters, self.weight)
+        end = self.max_iter - self.start_iter - self.tail_iters  # in iterations since the start
+        return sigmoid_rampdown(t, end, self.rampdown_iters, up)
 
     def before_step(self, iteration: int) -> None:
         """Before the step of ``iteration``: the teacher is copied from the student at its

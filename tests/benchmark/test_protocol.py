@@ -559,7 +559,15 @@ def test_the_tuned_arms_differ_from_their_arms_in_the_val_chosen_thresholds_only
         assert a == b, tuned
 
 
-def test_csd_tail_is_csd_with_its_weight_off_at_every_scored_evaluation():
+@pytest.mark.parametrize(
+    "arm, base, keys",
+    [
+        ("csd_tail", "csd", ["CSD.TAIL_ITERS"]),
+        ("self_training_tuned_tail", "self_training_tuned", ["RAMPDOWN_ITERS", "TAIL_ITERS"]),
+        ("dualalign_all_tuned_tail", "dualalign_all_tuned", ["RAMPDOWN_ITERS", "TAIL_ITERS"]),
+    ],
+)
+def test_a_tail_arm_is_its_base_with_the_weight_off_at_every_scored_evaluation(arm, base, keys):
     from detectron2.modeling import build_model
 
     from dualalign.benchmark.protocol import ARMS, _config, _eval_schedule, stage_b_opts
@@ -567,18 +575,24 @@ def test_csd_tail_is_csd_with_its_weight_off_at_every_scored_evaluation():
 
     s, data = ProtocolSettings(), {"opts": []}
     burn = {"fraction": 0.25, "split_seed": 7, "checkpoint": ""}
-    a, b = (
-        build_cfg(_config(s, "csd"), stage_b_opts(s, data, arm, burn, 0))
-        for arm in ("csd_tail", "csd")
-    )
-    assert ARMS["csd_tail"][0] == "csd" and a.DUALALIGN.CSD.TAIL_ITERS == 100
-    weight = build_model(a).semi_loss_weight  # the schedule CSDRCNN trains with
+    method = ARMS[base][0]
+    assert ARMS[arm][0] == method
+    a, b = (build_cfg(_config(s, method), stage_b_opts(s, data, x, burn, 0)) for x in (arm, base))
+    tail = a.DUALALIGN.CSD.TAIL_ITERS if arm == "csd_tail" else a.DUALALIGN.TAIL_ITERS
+    assert tail == 100
+    model = build_model(a)
+    weight = model.semi_loss_weight  # the schedule the arm trains with
     _, first_eval = _eval_schedule(s)  # the evaluation after iteration first_eval - 1
-    end = a.SOLVER.MAX_ITER - a.DUALALIGN.CSD.TAIL_ITERS
-    assert weight(first_eval - 1) < 2 * math.exp(-12.5)
-    assert weight(end) == pytest.approx(math.exp(-12.5))
+    floor = model.weight * math.exp(-12.5)
+    assert weight(first_eval - 1) < 2 * floor
+    assert weight(a.SOLVER.MAX_ITER - tail) == pytest.approx(floor)
+    assert build_model(b).semi_loss_weight(first_eval - 1) == pytest.approx(model.weight)
     a.defrost()
-    a.DUALALIGN.CSD.TAIL_ITERS = 0
+    for key in keys:  # nothing else differs
+        node_a, node_b, leaf = a.DUALALIGN, b.DUALALIGN, key.split(".")[-1]
+        for part in key.split(".")[:-1]:
+            node_a, node_b = node_a[part], node_b[part]
+        node_a[leaf] = node_b[leaf]
     assert a == b
 
 
