@@ -95,7 +95,6 @@ def test_gradient_diagnostics_are_logged_when_due(tiny_cfg, batch):
     assert history["grad/backbone_last/unsup_over_sup"].latest() > 0.0
 
 
-
 def dualalign_model(name, **overrides):
     """A dual-alignment instant-test model over 2000 iterations (ramp-up 500), as the synthetic
     CPU configs schedule it."""
