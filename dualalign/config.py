@@ -217,6 +217,25 @@ def _fail(key, value, allowed):
     raise ValueError(f"config error: {key} = {value!r}; allowed: {allowed}")
 
 
+def _schedule_checks(prefix, node, max_iter):
+    """The checks of one lambda(t) schedule's lengths (``RAMPUP_ITERS``, ``RAMPDOWN_ITERS``,
+    ``TAIL_ITERS`` under ``prefix``: dual alignment's own, or CSD's)."""
+    tail_ok = 0 <= node.TAIL_ITERS < max(max_iter, 1) and (
+        node.TAIL_ITERS == 0 or node.RAMPDOWN_ITERS > 0
+    )
+    return [
+        (f"{prefix}.RAMPUP_ITERS", node.RAMPUP_ITERS, node.RAMPUP_ITERS >= 0, ">= 0"),
+        (f"{prefix}.RAMPDOWN_ITERS", node.RAMPDOWN_ITERS, node.RAMPDOWN_ITERS >= 0, ">= 0"),
+        (
+            f"{prefix}.TAIL_ITERS",
+            node.TAIL_ITERS,
+            tail_ok,
+            f"0 <= value < SOLVER.MAX_ITER, and 0 unless {prefix}.RAMPDOWN_ITERS > 0 (a tail "
+            "without a ramp-down changes nothing)",
+        ),
+    ]
+
+
 def validate_dualalign_config(cfg):
     """Refuse impossible settings before anything is built (raise ``ValueError``)."""
     d = cfg.DUALALIGN
@@ -226,16 +245,8 @@ def validate_dualalign_config(cfg):
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     checks = [
         ("DUALALIGN.LOSS_WEIGHT", d.LOSS_WEIGHT, d.LOSS_WEIGHT >= 0, ">= 0"),
-        ("DUALALIGN.RAMPUP_ITERS", d.RAMPUP_ITERS, d.RAMPUP_ITERS >= 0, ">= 0"),
-        ("DUALALIGN.RAMPDOWN_ITERS", d.RAMPDOWN_ITERS, d.RAMPDOWN_ITERS >= 0, ">= 0"),
-        (
-            "DUALALIGN.TAIL_ITERS",
-            d.TAIL_ITERS,
-            0 <= d.TAIL_ITERS < max(cfg.SOLVER.MAX_ITER, 1)
-            and (d.TAIL_ITERS == 0 or d.RAMPDOWN_ITERS > 0),
-            "0 <= value < SOLVER.MAX_ITER, and 0 unless DUALALIGN.RAMPDOWN_ITERS > 0 (a tail "
-            "without a ramp-down changes nothing)",
-        ),
+        *_schedule_checks("DUALALIGN", d, cfg.SOLVER.MAX_ITER),
+        *_schedule_checks("DUALALIGN.CSD", d.CSD, cfg.SOLVER.MAX_ITER),
         ("DUALALIGN.EMBED.HIDDEN_DIM", d.EMBED.HIDDEN_DIM, d.EMBED.HIDDEN_DIM > 0, "> 0"),
         ("DUALALIGN.EMBED.DIM", d.EMBED.DIM, d.EMBED.DIM > 0, "> 0"),
         ("DUALALIGN.PROXY.BASE_LR", d.PROXY.BASE_LR, d.PROXY.BASE_LR >= 0, ">= 0"),
@@ -365,12 +376,6 @@ def validate_dualalign_config(cfg):
         ),
         ("DUALALIGN.TEACHER.START_ITER", d.TEACHER.START_ITER, d.TEACHER.START_ITER >= 0, ">= 0"),
         ("DUALALIGN.CSD.BG_THRESH", d.CSD.BG_THRESH, 0 <= d.CSD.BG_THRESH < 1, "0 <= value < 1"),
-        (
-            "DUALALIGN.CSD.TAIL_ITERS",
-            d.CSD.TAIL_ITERS,
-            0 <= d.CSD.TAIL_ITERS < max(cfg.SOLVER.MAX_ITER, 1),
-            "0 <= value < SOLVER.MAX_ITER",
-        ),
         (
             "MODEL.ROI_HEADS.NUM_CLASSES",
             cfg.MODEL.ROI_HEADS.NUM_CLASSES,

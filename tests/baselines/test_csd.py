@@ -78,11 +78,19 @@ def test_tail_iters_ends_the_ramp_down_early_and_holds_the_floor(tiny_model):
     assert w0(1850) > 100 * floor  # without the tail the weight is still on at 1850
 
 
-def test_tail_iters_is_refused_unless_below_max_iter(tiny_model):
-    with pytest.raises(ValueError, match="DUALALIGN.CSD.TAIL_ITERS"):
-        tiny_model("csd_R18_cpu.yaml", "DUALALIGN.CSD.TAIL_ITERS", 2000)
-    with pytest.raises(ValueError, match="DUALALIGN.CSD.TAIL_ITERS"):
-        tiny_model("csd_R18_cpu.yaml", "DUALALIGN.CSD.TAIL_ITERS", -1)
+@pytest.mark.parametrize(
+    "opts",
+    [
+        ["DUALALIGN.CSD.TAIL_ITERS", 2000],  # not below MAX_ITER
+        ["DUALALIGN.CSD.TAIL_ITERS", -1],
+        ["DUALALIGN.CSD.RAMPDOWN_ITERS", 0, "DUALALIGN.CSD.TAIL_ITERS", 300],  # changes nothing
+        ["DUALALIGN.CSD.RAMPDOWN_ITERS", -1],
+        ["DUALALIGN.CSD.RAMPUP_ITERS", -1],
+    ],
+)
+def test_schedule_lengths_are_refused_with_the_key_named(tiny_model, opts):
+    with pytest.raises(ValueError, match=opts[-2].replace(".", r"\.")):
+        tiny_model("csd_R18_cpu.yaml", *opts)
 
 
 def test_flipped_view_is_scored_on_the_mirrored_proposals(tiny_model, batch, monkeypatch):
