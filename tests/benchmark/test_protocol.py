@@ -568,7 +568,12 @@ DA_TAIL_KEYS = ["DUALALIGN.RAMPDOWN_ITERS", "DUALALIGN.TAIL_ITERS"]
     [
         ("csd_tail", "csd", ["DUALALIGN.CSD.TAIL_ITERS"]),
         ("self_training_tuned_tail", "self_training_tuned", DA_TAIL_KEYS),
-        ("dualalign_all_tuned_tail", "dualalign_all_tuned", DA_TAIL_KEYS),
+        # scored by its student (chosen on val): the evaluated model's key differs too
+        (
+            "dualalign_all_tuned_tail",
+            "dualalign_all_tuned",
+            ["DUALALIGN.TEACHER.EVAL_TEACHER"] + DA_TAIL_KEYS,
+        ),
     ],
 )
 def test_a_tail_arm_is_its_base_with_the_weight_off_at_every_scored_evaluation(arm, base, keys):
