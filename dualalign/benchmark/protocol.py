@@ -161,16 +161,18 @@ ARMS.update(
 # the 500-iteration stage B lambda(t) ramps down over 317-400 (CSD's 83-iteration ramp-down) and
 # stays at its floor over the last 100, so the three scored evaluations come after it. An
 # evaluated teacher is an EMA (decay 0.999) of the student, so it carries the tail only in part.
-TAIL = ["DUALALIGN.RAMPDOWN_ITERS", "83", "DUALALIGN.TAIL_ITERS", "100"]
-ARMS.update(
-    {f"{arm}_tail": (ARMS[arm][0], ARMS[arm][1] + TAIL)
-     for arm in ("self_training_tuned", "dualalign_all_tuned")}  # fmt: skip
-)
 # Chosen on val (search point datail100, docs/RESULTS.md 2026-12-06): dual alignment's tail arm
 # is scored by its student, which has trained the whole tail (val 62.99 against the teacher's
 # 62.91 over burn-in 15's orders 0-1). The self-training tail arm has had no val search.
-_method, _opts = ARMS["dualalign_all_tuned_tail"]
-ARMS["dualalign_all_tuned_tail"] = (_method, _opts + ["DUALALIGN.TEACHER.EVAL_TEACHER", "False"])
+TAIL = ["DUALALIGN.RAMPDOWN_ITERS", "83", "DUALALIGN.TAIL_ITERS", "100"]
+TAIL_EXTRA = {
+    "self_training_tuned": [],
+    "dualalign_all_tuned": ["DUALALIGN.TEACHER.EVAL_TEACHER", "False"],
+}
+ARMS.update(
+    {f"{arm}_tail": (ARMS[arm][0], ARMS[arm][1] + TAIL + extra)
+     for arm, extra in TAIL_EXTRA.items()}  # fmt: skip
+)
 # Version of the random streams a stage B run trains with, kept in its result.json (none: 1).
 # 2: every arm given the same SEED draws the same random numbers for its labelled images (the
 # unlabelled batches come from a private stream, and training starts from a global RNG state
