@@ -28,7 +28,6 @@ from dualalign.benchmark.protocol import (
     run_protocol,
     summarize_finished,
     split_arm_tag,
-    summary_dir,
 )
 
 
@@ -127,7 +126,9 @@ def main(argv=None):
     p.add_argument(
         "--summarize-only",
         action="store_true",
-        help="train nothing: summarise the runs finished so far (a protocol still running)",
+        help="train nothing: summarise the runs finished so far of the given seeds and arms "
+        "(a protocol still running; this replaces the folder's summary). A call that trains "
+        "leaves a summary holding runs it did not make as it is, and writes its own to partial/",
     )
     p.add_argument(
         "opts",
@@ -177,7 +178,6 @@ def main(argv=None):
         summary = summarize_finished(s, data, args.output)
     else:
         summary = run_protocol(s, data, args.output)
-    print(f"wrote {summary_dir(s, args.output)}/summary.json, tables.md, paired_deltas.png")
     return 1 if summary["gates"]["messages"] and not (args.pilot or args.ignore_gates) else 0
 
 

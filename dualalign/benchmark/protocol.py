@@ -73,6 +73,7 @@ __all__ = [
     "burn_in_iters",
     "model_digest",
     "run_protocol",
+    "runs_left_out",
     "summarize",
     "summarize_finished",
     "split_arm_tag",
@@ -794,7 +795,11 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
             if r["fraction"] == fraction:
                 by_arm.setdefault(r["arm"], {})[(r["split_seed"], r["order_seed"])] = r
         arms = {
-            a: {"mAP": sum(r["mAP"] for r in rs.values()) / len(rs), "n": len(rs)}
+            a: {
+                "mAP": sum(r["mAP"] for r in rs.values()) / len(rs),
+                "n": len(rs),
+                "pairs": [f"{split}:{order}" for split, order in sorted(rs)],
+            }
             for a, rs in by_arm.items()
         }
         for a, rs in by_arm.items():
@@ -1016,7 +1021,8 @@ def run_protocol(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
                         for other in pending:
                             other.cancel()
     gates["ignored"] = bool(gates["messages"]) and not stopped
-    return write_summary(s, runs if not stopped else [], gates, data_b["test_json"], out_dir)
+    runs = runs if not stopped else []
+    return write_summary(s, runs, gates, data_b["test_json"], out_dir, keep_fuller=True)
 
 
 def check_random_streams(runs: List[dict]) -> None:
@@ -1040,15 +1046,55 @@ def check_random_streams(runs: List[dict]) -> None:
         )
 
 
-def write_summary(s: ProtocolSettings, runs, gates, test_json: str, out_dir: str) -> dict:
-    """``summary.json``, ``tables.md`` and ``paired_deltas.png`` of ``runs`` under ``gates``."""
+def runs_left_out(old: dict, new: dict) -> List[str]:
+    """What summary ``old`` holds that summary ``new`` does not: per fraction and arm, the
+    ``split:order`` pairs it lacks (an arm it lacks altogether, or, for a summary written before
+    the arms listed their pairs, one with fewer pairs). Empty when ``new`` covers ``old``."""
+    lost = []
+    for fraction, block in old.get("fractions", {}).items():
+        arms = new.get("fractions", {}).get(fraction, {}).get("arms", {})
+        for arm, entry in block.get("arms", {}).items():
+            now = arms.get(arm)
+            if now is None:
+                lost.append(f"{arm} at {fraction}: all {entry['n']} pairs")
+            elif "pairs" in entry and "pairs" in now:
+                missing = [p for p in entry["pairs"] if p not in set(now["pairs"])]
+                if missing:
+                    lost.append(f"{arm} at {fraction}: {', '.join(missing)}")
+            elif entry["n"] > now["n"]:
+                lost.append(f"{arm} at {fraction}: {entry['n']} pairs, here {now['n']}")
+    return lost
+
+
+def write_summary(
+    s: ProtocolSettings, runs, gates, test_json: str, out_dir: str, keep_fuller: bool = False
+) -> dict:
+    """``summary.json``, ``tables.md`` and ``paired_deltas.png`` of ``runs`` under ``gates``.
+
+    ``keep_fuller`` (a call that ran some of a record's pairs): a summary already there that
+    holds runs these do not (:func:`runs_left_out`) is left as it is, and this one goes to its
+    ``partial/`` folder, with a message saying how to refresh the record's."""
     check_random_streams(runs)
     summary = summarize(runs, gates, test_json, s)
     out_dir = summary_dir(s, out_dir)
+    existing = os.path.join(out_dir, "summary.json")
+    if keep_fuller and os.path.isfile(existing):
+        lost = runs_left_out(_load_json(existing), summary)
+        if lost:
+            partial = os.path.join(out_dir, "partial")
+            print(
+                f"{existing} summarises runs that this call did not ("
+                f"{'; '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}): left as it is; this "
+                f"call's summary is in {partial}. To refresh the record's, run the script with "
+                "--summarize-only and every split seed, order seed and arm of the record",
+                flush=True,
+            )
+            out_dir = partial
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
     write_tables(summary, out_dir)
     plot_deltas(summary, out_dir)
+    print(f"wrote {out_dir}/summary.json, tables.md, paired_deltas.png", flush=True)
     return summary
 
 

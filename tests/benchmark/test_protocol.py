@@ -615,3 +615,61 @@ def test_a_record_that_mixes_random_streams_is_refused():
     with pytest.raises(ValueError, match=r"random streams \[1, 2\]: null_control \(split 13, "
                                          r"order 4\).*new --output folder"):  # fmt: skip
         check_random_streams([old, new])
+
+
+def test_runs_left_out_names_what_an_older_summary_holds_and_a_new_one_lacks():
+    from dualalign.benchmark.protocol import runs_left_out
+
+    old = {"fractions": {"0.25": {"arms": {
+        "supervised": {"n": 3, "pairs": ["13:0", "13:1", "14:0"]},
+        "csd": {"n": 1, "pairs": ["13:0"]},
+        "mean_teacher": {"n": 4},  # a summary written before the arms listed their pairs
+    }}}}  # fmt: skip
+    new = {"fractions": {"0.25": {"arms": {
+        "supervised": {"n": 2, "pairs": ["14:0", "17:0"]},
+        "mean_teacher": {"n": 2, "pairs": ["17:0", "17:1"]},
+    }}}}  # fmt: skip
+    assert runs_left_out(old, new) == [
+        "supervised at 0.25: 13:0, 13:1",
+        "csd at 0.25: all 1 pairs",
+        "mean_teacher at 0.25: 4 pairs, here 2",
+    ]
+    assert runs_left_out(new, old) == ["supervised at 0.25: 17:0"]  # n alone is not compared
+    assert runs_left_out(old, old) == [] and runs_left_out({}, new) == []
+
+
+def test_a_call_that_ran_some_pairs_keeps_a_fuller_summary_and_writes_its_own_apart(
+    tmp_path, capsys
+):
+    from dualalign.benchmark.protocol import write_summary
+
+    test_json = tmp_path / "test.json"
+    test_json.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("")
+
+    def run(split, order):
+        return {"arm": "csd", "fraction": 0.25, "split_seed": split, "order_seed": order,
+                "mAP": 60.0 + order, "final": {}, "metrics_file": str(metrics),
+                "predictions": str(tmp_path / "absent.json")}  # fmt: skip
+
+    s, gates, out = ProtocolSettings(bootstrap_samples=0), {"messages": []}, str(tmp_path)
+    record = [run(13, 0), run(13, 1)]
+    write_summary(s, record, gates, str(test_json), out)
+    kept = (tmp_path / "summary.json").read_text()
+    assert json.loads(kept)["fractions"]["0.25"]["arms"]["csd"]["pairs"] == ["13:0", "13:1"]
+    # a call that ran split 17 only (a worker adding one pair to the record)
+    part = write_summary(s, [run(17, 0)], gates, str(test_json), out, keep_fuller=True)
+    assert (tmp_path / "summary.json").read_text() == kept  # left as it is
+    written = json.loads((tmp_path / "partial" / "summary.json").read_text())
+    assert written == json.loads(json.dumps(part))
+    assert part["fractions"]["0.25"]["arms"]["csd"]["n"] == 1
+    assert (tmp_path / "partial" / "tables.md").is_file()
+    printed = capsys.readouterr().out
+    assert "summarises runs that this call did not (csd at 0.25: 13:0, 13:1)" in printed
+    assert "--summarize-only" in printed and "wrote " + os.path.join(out, "partial") in printed
+    # a call covering the record's pairs replaces its summary
+    write_summary(s, record + [run(17, 0)], gates, str(test_json), out, keep_fuller=True)
+    assert json.loads((tmp_path / "summary.json").read_text())["fractions"]["0.25"]["arms"][
+        "csd"
+    ]["n"] == 3
