@@ -10,15 +10,17 @@ import pytest
 
 from dualalign.benchmark.protocol import (
     ProtocolSettings,
+    prepare_synthetic,
+    run_protocol,
+    summarize_finished,
+)
+from dualalign.benchmark.stage_a import (
     burn_in,
     burn_in_cells,
     burn_in_iters,
     burn_in_lr_steps,
     check_gates,
     model_digest,
-    prepare_synthetic,
-    run_protocol,
-    summarize_finished,
 )
 
 
@@ -77,7 +79,7 @@ def test_run_diagnostics_reduce_the_logged_values(tmp_path):
 
 
 def test_stage_a_lr_drops_reach_the_solver_and_are_checked(tmp_path, monkeypatch):
-    from dualalign.benchmark import protocol
+    from dualalign.benchmark import stage_a
 
     s = ProtocolSettings(burn_in_iters=2400, gate_burn_in_iters=3600)
     assert burn_in_lr_steps(s, 0.25) == [1680, 1920] and burn_in_lr_steps(s, 1.0) == [2520, 2880]
@@ -87,17 +89,17 @@ def test_stage_a_lr_drops_reach_the_solver_and_are_checked(tmp_path, monkeypatch
         with pytest.raises(ValueError, match="increasing fractions .* 2400 of stage A"):
             burn_in_lr_steps(dataclasses.replace(s, burn_in_steps=bad), 0.25)
     seen = []
-    monkeypatch.setattr(protocol, "_train", lambda cfg, opts, out, jobs: seen.append(opts))
+    monkeypatch.setattr(stage_a, "run_train_net", lambda cfg, opts, out, jobs: seen.append(opts))
     data = {"opts": [], "val_name": "val"}
-    protocol._train_burn_in(s, data, 0.25, 11, str(tmp_path / "run"))
-    protocol._train_burn_in(one, data, 0.25, 11, str(tmp_path / "run"))
+    stage_a._train_burn_in(s, data, 0.25, 11, str(tmp_path / "run"))
+    stage_a._train_burn_in(one, data, 0.25, 11, str(tmp_path / "run"))
     opts = seen[0]
     assert opts[opts.index("SOLVER.STEPS") + 1] == "(1680, 1920)"
     assert seen[1][seen[1].index("SOLVER.STEPS") + 1] == "(1680,)"
     assert opts[opts.index("SOLVER.MAX_ITER") + 1] == "2400"
     assert opts[opts.index("TEST.PRECISE_BN.ENABLED") + 1] == "True"  # the default: precise
     assert opts[opts.index("TEST.PRECISE_BN.NUM_ITER") + 1] == "200"
-    protocol._train_burn_in(dataclasses.replace(s, precise_bn_iters=0), data, 0.25, 11, "r")
+    stage_a._train_burn_in(dataclasses.replace(s, precise_bn_iters=0), data, 0.25, 11, "r")
     assert seen[2][seen[2].index("TEST.PRECISE_BN.ENABLED") + 1] == "False"  # running
 
 
@@ -151,7 +153,7 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
 ):
     import torch
 
-    from dualalign.benchmark import protocol
+    from dualalign.benchmark import stage_a
 
     weights = {"w": torch.arange(4.0)}
     trained = []
@@ -162,7 +164,7 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
         torch.save({"model": weights}, os.path.join(run_dir, "model_final.pth"))
         return os.path.join(run_dir, "model_final.pth")
 
-    monkeypatch.setattr(protocol, "_train_burn_in", fake_train)
+    monkeypatch.setattr(stage_a, "_train_burn_in", fake_train)
     val = tmp_path / "val.json"
     val.write_text(json.dumps({"images": [{"id": 1}, {"id": 2}]}))
     data = {"val_json": str(val)}
@@ -398,11 +400,12 @@ def test_script_flags_reach_the_settings(monkeypatch):
 
 
 def test_every_arm_builds_and_the_teacher_null_control_has_no_unsupervised_term():
-    from dualalign.benchmark.protocol import ARMS, _config
+    from dualalign.benchmark.protocol import ARMS
+    from dualalign.benchmark.protocol_settings import config_file
     from dualalign.engine.setup import build_cfg
 
     s = ProtocolSettings()
-    cfgs = {arm: build_cfg(_config(s, method), opts) for arm, (method, opts) in ARMS.items()}
+    cfgs = {arm: build_cfg(config_file(s, method), opts) for arm, (method, opts) in ARMS.items()}
     null, teacher = cfgs["teacher_null_control"].DUALALIGN, cfgs["self_training"].DUALALIGN
     # The same teacher pipeline, evaluated the same way ...
     for key in ("METHOD", "PSEUDO.SOURCE", "PSEUDO.BOXES", "STRONG_AUG.ENABLED", "TEACHER"):
@@ -417,7 +420,7 @@ def test_every_arm_builds_and_the_teacher_null_control_has_no_unsupervised_term(
 
 
 def test_tables_name_the_scored_split_and_report_the_teacher_arms_student(tmp_path):
-    from dualalign.benchmark.protocol import write_tables
+    from dualalign.benchmark.protocol_tables import write_tables
 
     summary = {
         "gates": {"plateau": True},
@@ -443,7 +446,8 @@ def test_tables_name_the_scored_split_and_report_the_teacher_arms_student(tmp_pa
 
 
 def test_contrasts_pair_two_arms_over_their_common_pairs_and_reach_the_tables(tmp_path):
-    from dualalign.benchmark.protocol import arm_contrasts, write_tables
+    from dualalign.benchmark.protocol import arm_contrasts
+    from dualalign.benchmark.protocol_tables import write_tables
 
     scores = {
         "self_training": {(7, 0): 66.0, (7, 1): 65.5, (8, 0): 68.0, (9, 0): 70.0},
@@ -489,7 +493,7 @@ def test_arm_names_of_contrasts_may_name_another_search_points_runs():
 def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path):
     from dataclasses import replace
 
-    from dualalign.benchmark.protocol import _run_dir
+    from dualalign.benchmark.protocol_settings import stage_b_dir
 
     val_json = tmp_path / "val.json"
     val_json.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
@@ -505,7 +509,7 @@ def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path):
               ("teacher_null_control", "other"): {9: 10.0}}  # not a reference tag: unread
     for (arm, tag), by_split in scores.items():
         for split, m in by_split.items():
-            run_dir = _run_dir(replace(s, tag=tag), str(tmp_path), arm, 0.25, split, 0)
+            run_dir = stage_b_dir(replace(s, tag=tag), str(tmp_path), arm, 0.25, split, 0)
             os.makedirs(run_dir)
             metrics = os.path.join(run_dir, "metrics.json")
             open(metrics, "w").close()
@@ -525,13 +529,14 @@ def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path):
 
 
 def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
-    from dualalign.benchmark.protocol import _config, stage_b_opts
+    from dualalign.benchmark.protocol import stage_b_opts
+    from dualalign.benchmark.protocol_settings import config_file
     from dualalign.engine.setup import build_cfg
 
     burn = {"fraction": 0.25, "split_seed": 7, "checkpoint": ""}
     data = {"opts": []}
     s = ProtocolSettings(opts=["MODEL.DEVICE", "cpu", "DUALALIGN.EMBED.GRAD_SCALE", "0.01"])
-    cfg = build_cfg(_config(s, "dualalign_teacher"), stage_b_opts(s, data, "dualalign_all", burn, 3))
+    cfg = build_cfg(config_file(s, "dualalign_teacher"), stage_b_opts(s, data, "dualalign_all", burn, 3))
     assert cfg.DUALALIGN.EMBED.GRAD_SCALE == pytest.approx(0.01)  # the arm's own value is 0.1
     assert cfg.DUALALIGN.PROXY.SQUARED_DISTANCE  # the arm's other opts stay
     assert cfg.SEED == 3 and cfg.SOLVER.MAX_ITER == s.continue_iters
@@ -545,13 +550,14 @@ def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
 
 
 def test_the_tuned_arms_differ_from_their_arms_in_the_val_chosen_thresholds_only():
-    from dualalign.benchmark.protocol import ARMS, _config
+    from dualalign.benchmark.protocol import ARMS
+    from dualalign.benchmark.protocol_settings import config_file
     from dualalign.engine.setup import build_cfg
 
     s = ProtocolSettings()
     for tuned, base in (("self_training_tuned", "self_training"),
                         ("dualalign_all_tuned", "dualalign_all")):  # fmt: skip
-        a, b = (build_cfg(_config(s, ARMS[arm][0]), ARMS[arm][1]) for arm in (tuned, base))
+        a, b = (build_cfg(config_file(s, ARMS[arm][0]), ARMS[arm][1]) for arm in (tuned, base))
         assert a.DUALALIGN.PSEUDO.BOX_THRESH == pytest.approx(0.9)
         assert a.DUALALIGN.PSEUDO.IGNORE_THRESH == pytest.approx(0.3)
         a.defrost()
@@ -579,14 +585,15 @@ DA_TAIL_KEYS = ["DUALALIGN.RAMPDOWN_ITERS", "DUALALIGN.TAIL_ITERS"]
 def test_a_tail_arm_is_its_base_with_the_weight_off_at_every_scored_evaluation(arm, base, keys):
     from detectron2.modeling import build_model
 
-    from dualalign.benchmark.protocol import ARMS, _config, _eval_schedule, stage_b_opts
+    from dualalign.benchmark.protocol import ARMS, _eval_schedule, stage_b_opts
+    from dualalign.benchmark.protocol_settings import config_file
     from dualalign.engine.setup import build_cfg
 
     s, data = ProtocolSettings(), {"opts": []}
     burn = {"fraction": 0.25, "split_seed": 7, "checkpoint": ""}
     method = ARMS[base][0]
     assert ARMS[arm][0] == method
-    a, b = (build_cfg(_config(s, method), stage_b_opts(s, data, x, burn, 0)) for x in (arm, base))
+    a, b = (build_cfg(config_file(s, method), stage_b_opts(s, data, x, burn, 0)) for x in (arm, base))
 
     def value(cfg, key):
         return functools.reduce(getattr, key.split("."), cfg)
@@ -606,7 +613,8 @@ def test_a_tail_arm_is_its_base_with_the_weight_off_at_every_scored_evaluation(a
 
 
 def test_a_record_that_mixes_random_streams_is_refused():
-    from dualalign.benchmark.protocol import RANDOM_STREAMS, check_random_streams
+    from dualalign.benchmark.protocol import RANDOM_STREAMS
+    from dualalign.benchmark.protocol_summary import check_random_streams
 
     old = {"arm": "null_control", "split_seed": 13, "order_seed": 4}  # no field: version 1
     new = {"arm": "supervised", "split_seed": 13, "order_seed": 4, "random_streams": RANDOM_STREAMS}
