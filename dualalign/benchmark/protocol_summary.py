@@ -123,8 +123,9 @@ def summarize(runs: List[dict], gates: dict, test_json: str, s: ProtocolSettings
 
 
 def check_random_streams(runs: List[dict]) -> None:
-    """Refuses a record whose runs trained under different :data:`RANDOM_STREAMS`: their paired
-    differences would mix two noise levels (under 1 the arms drew different random numbers)."""
+    """Refuses a record whose runs trained under different random streams
+    (:data:`.protocol.RANDOM_STREAMS`): their paired differences would mix two noise levels
+    (under 1 the arms drew different random numbers)."""
     versions = {}
     for r in runs:
         versions.setdefault(r.get("random_streams", 1), []).append(r)
