@@ -122,7 +122,7 @@ def prepare_synthetic(root: str, label: str = "protocol", **sizes) -> dict:
     img = paths["image_root"]
     pool_truth = os.path.join(os.path.dirname(paths["unlabeled"]), "unlabeled_with_gt.json")
     coco = [
-        [f"{label}run_train_net", paths["labeled"], img],
+        [f"{label}_train", paths["labeled"], img],
         [f"{label}_val", paths["val"], img],
         [f"{label}_test", paths["test"], img],
         [f"{label}_pool_truth", pool_truth, img],  # read by the diagnostics only
@@ -131,7 +131,7 @@ def prepare_synthetic(root: str, label: str = "protocol", **sizes) -> dict:
         "DUALALIGN.DATASETS.COCO", str(coco),
         "DUALALIGN.DATASETS.UNLABELED", str([[f"{label}_pool", paths["unlabeled"], img]]),
         "DUALALIGN.DATASETS.TRAIN_UNLABELED", f"('{label}_pool',)",
-        "DATASETS.TRAIN", f"('{label}run_train_net',)", "DATASETS.TEST", f"('{label}_test',)",
+        "DATASETS.TRAIN", f"('{label}_train',)", "DATASETS.TEST", f"('{label}_test',)",
         "DATALOADER.NUM_WORKERS", "0",
     ]  # fmt: skip
     return {

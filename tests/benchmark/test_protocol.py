@@ -56,6 +56,9 @@ def test_tiny_protocol_writes_paired_differences(tmp_path):
         str(tmp_path / "data"), num_labeled=4, num_unlabeled=4, num_val=2, num_test=2,
         image_size=64,
     )  # fmt: skip
+    # the names the records and docs use (e.g. an oracle's DATASETS.TRAIN adds to protocol_train)
+    assert data["opts"][data["opts"].index("DATASETS.TRAIN") + 1] == "('protocol_train',)"
+    assert data["test_name"] == "protocol_test" and data["val_name"] == "protocol_val"
     s = ProtocolSettings(
         config_dir="configs/quick_schedules",
         suffix="_R18_instant_test",
