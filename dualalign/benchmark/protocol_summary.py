@@ -156,7 +156,8 @@ def runs_left_out(old: dict, new: dict) -> List[str]:
             if now is None:
                 lost.append(f"{arm} at {fraction}: all {entry['n']} pairs")
             elif "pairs" in entry and "pairs" in now:
-                missing = [p for p in entry["pairs"] if p not in set(now["pairs"])]
+                have = set(now["pairs"])
+                missing = [p for p in entry["pairs"] if p not in have]
                 if missing:
                     lost.append(f"{arm} at {fraction}: {', '.join(missing)}")
             elif entry["n"] > now["n"]:
