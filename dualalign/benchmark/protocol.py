@@ -53,6 +53,7 @@ from ..utils.atomic import atomic_write_json
 from .protocol_arms import ARMS, CONTRASTS, TERMS_OFF, split_arm_tag
 from .protocol_settings import (
     ProtocolSettings,
+    burn_in_dir,
     config_file,
     eval_history,
     fraction_opts,
@@ -296,7 +297,7 @@ def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
     search points, as arms ``<arm>@<tag>``."""
     burn_ins = []
     for f, split in burn_in_cells(s):
-        path = os.path.join(out_dir, "burn_in", f"f{f:g}_split{split}", "result.json")
+        path = os.path.join(burn_in_dir(out_dir, f, split), "result.json")
         if os.path.isfile(path):
             with open(path) as fh:
                 burn_ins.append(json.load(fh))

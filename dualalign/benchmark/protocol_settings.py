@@ -13,6 +13,7 @@ from .protocol_arms import CONTRASTS
 
 __all__ = [
     "ProtocolSettings",
+    "burn_in_dir",
     "config_file",
     "eval_history",
     "fraction_opts",
@@ -91,6 +92,12 @@ def summary_dir(s: ProtocolSettings, out: str) -> str:
 
 def _run_name(s: ProtocolSettings, arm: str, fraction: float, split: int, order: int) -> str:
     return f"{arm}_f{fraction:g}_split{split}_order{order}" + (f"_{s.tag}" if s.tag else "")
+
+
+def burn_in_dir(out: str, fraction: float, split: int) -> str:
+    """The folder of one stage A burn-in (its ``result.json`` marks it finished); every
+    search point and score split of a record reads the same burn-ins."""
+    return os.path.join(out, "burn_in", f"f{fraction:g}_split{split}")
 
 
 def stage_b_dir(s: ProtocolSettings, out: str, arm: str, fraction: float, split: int, order: int):

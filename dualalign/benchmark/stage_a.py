@@ -11,6 +11,7 @@ from typing import List, Optional
 from ..utils.atomic import atomic_write_json
 from .protocol_settings import (
     ProtocolSettings,
+    burn_in_dir,
     config_file,
     eval_history,
     fraction_opts,
@@ -201,7 +202,7 @@ def burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, out: s
     A finished burn-in whose checkpoint is missing (a fresh checkout) is rebuilt; it must
     reproduce its recorded digest if stage B runs continued from it (:func:`_rebuild_checkpoint`).
     """
-    run_dir = os.path.join(out, "burn_in", f"f{fraction:g}_split{split}")
+    run_dir = burn_in_dir(out, fraction, split)
     result = os.path.join(run_dir, "result.json")
     n = burn_in_iters(s, fraction)
     want = {

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from dualalign.benchmark.protocol import ProtocolSettings
+from dualalign.benchmark.protocol_settings import burn_in_dir
 from dualalign.benchmark.stage_a import (
     burn_in,
     burn_in_cells,
@@ -108,6 +109,13 @@ def test_a_finished_burn_in_is_refused_under_other_lr_drops_and_legacy_records_r
     assert str(e.value).endswith("pass --burn-in-steps 0.7 0.8 --precise-bn-iters 0.")
     (run_dir / "result.json").write_text(json.dumps(dict(legacy, precise_bn_iters=200)))
     assert burn_in(precise, data, 0.25, 0, str(tmp_path))["precise_bn_iters"] == 200
+
+
+def test_burn_in_folders_keep_the_records_layout(tmp_path):
+    # Committed records name their burn-ins this way (e.g. burn_in/f0.25_split13, f1_split0);
+    # stage A and the summary of finished runs both find them through burn_in_dir.
+    assert burn_in_dir(str(tmp_path), 0.25, 13) == str(tmp_path / "burn_in" / "f0.25_split13")
+    assert burn_in_dir(str(tmp_path), 1.0, 0) == str(tmp_path / "burn_in" / "f1_split0")
 
 
 def test_burn_in_cells_longest_first_then_continued_fractions_gate_only_once():
