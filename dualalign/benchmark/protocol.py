@@ -42,7 +42,6 @@ Modules: the arms (:mod:`.protocol_arms`), the settings and run folders
 and sequences the stages.
 """
 
-import json
 import os
 import time
 from dataclasses import replace
@@ -202,8 +201,7 @@ def continue_run(s, data, arm, order, burn_in: dict, out) -> dict:
     run_dir = stage_b_dir(s, out, arm, fraction, split, order)
     result = os.path.join(run_dir, "result.json")
     if os.path.isfile(result):
-        with open(result) as f:
-            return json.load(f)
+        return load_json(result)
     method = ARMS[arm][0]
     period, first_eval = _eval_schedule(s)
     opts = stage_b_opts(s, data, arm, burn_in, order)
@@ -299,8 +297,7 @@ def summarize_finished(s: ProtocolSettings, data: dict, out_dir: str) -> dict:
     for f, split in burn_in_cells(s):
         path = os.path.join(burn_in_dir(out_dir, f, split), "result.json")
         if os.path.isfile(path):
-            with open(path) as fh:
-                burn_ins.append(json.load(fh))
+            burn_ins.append(load_json(path))
     gates = check_gates(burn_ins, s) if burn_ins else {"messages": []}
     if len(burn_ins) < len(burn_in_cells(s)):
         gates["messages"].append(
