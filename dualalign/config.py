@@ -72,6 +72,11 @@ def add_dualalign_config(cfg):
     # One box threshold per class (class-index order), replacing BOX_THRESH when not empty; a
     # class at 1.0 gives no pseudo-box (its detections above IGNORE_THRESH are ignore regions).
     _C.DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS = []
+    # One threshold per class (class-index order) on the score of the pseudo-box an unlabelled
+    # foreground proposal matched, for the metric terms only (L'_pml, L'_pmb): a row at or below
+    # its class's value still gets loss_cls_u / loss_box_reg_u. [] = every pseudo-box's rows;
+    # a class at 1.0 has no unlabelled metric row (needs BOXES).
+    _C.DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS = []
     # Teacher detections scored in (IGNORE_THRESH, BOX_THRESH] are ignore regions: a proposal
     # matched to one is neither foreground nor background. >= BOX_THRESH: none (default).
     _C.DUALALIGN.PSEUDO.IGNORE_THRESH = 1.0
@@ -236,12 +241,28 @@ def _schedule_checks(prefix, node, max_iter):
     ]
 
 
+def _per_class_check(key: str, values, d, num_classes: int) -> tuple:
+    """The check of a per-class pseudo-box threshold list (empty, or one value in [0, 1] per
+    class, with DUALALIGN.PSEUDO.BOXES)."""
+    ok = not values or (
+        d.PSEUDO.BOXES and len(values) == num_classes and all(0 <= t <= 1 for t in values)
+    )
+    return (
+        key,
+        list(values),
+        ok,
+        f"[] or MODEL.ROI_HEADS.NUM_CLASSES ({num_classes}) values in [0, 1], with "
+        "DUALALIGN.PSEUDO.BOXES True",
+    )
+
+
 def validate_dualalign_config(cfg):
     """Refuse impossible settings before anything is built (raise ``ValueError``)."""
     d = cfg.DUALALIGN
     if d.METHOD not in METHODS:
         _fail("DUALALIGN.METHOD", d.METHOD, " | ".join(METHODS))
     per_class = d.PSEUDO.BOX_THRESH_PER_CLASS
+    metric = d.PSEUDO.METRIC_THRESH_PER_CLASS
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     checks = [
         ("DUALALIGN.LOSS_WEIGHT", d.LOSS_WEIGHT, d.LOSS_WEIGHT >= 0, ">= 0"),
@@ -281,18 +302,8 @@ def validate_dualalign_config(cfg):
             0 <= d.PSEUDO.BOX_THRESH < 1,
             "0 <= value < 1",
         ),
-        (
-            "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS",
-            list(per_class),
-            not per_class
-            or (
-                d.PSEUDO.BOXES
-                and len(per_class) == num_classes
-                and all(0 <= t <= 1 for t in per_class)
-            ),
-            f"[] or MODEL.ROI_HEADS.NUM_CLASSES ({num_classes}) values in [0, 1], with "
-            "DUALALIGN.PSEUDO.BOXES True",
-        ),
+        _per_class_check("DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS", per_class, d, num_classes),
+        _per_class_check("DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS", metric, d, num_classes),
         (
             "DUALALIGN.PSEUDO.IGNORE_THRESH",
             d.PSEUDO.IGNORE_THRESH,

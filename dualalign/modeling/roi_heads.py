@@ -6,7 +6,7 @@ unlabelled rows, a small MLP, a C x D distance matrix and a few prototype means.
 class behaves exactly as ``StandardROIHeads``: the projection head and proxies are not run.
 """
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from .dual_alignment import LOSS_NAMES, MetricBatch, dual_alignment_losses
 from .memory_bank import PrototypeMemoryBank
 from .metric_losses import class_prototypes
 from .projection_head import ClassProxies, ProjectionHead
+from .pseudo_boxes import detection_thresholds
 from .pseudo_labels import gt_class_scores, pseudo_label
 from .soft_background import soft_background_targets, soft_cross_entropy
 
@@ -49,7 +50,9 @@ class DualAlignROIHeads(StandardROIHeads):
       regression gets ``loss_box_reg_u`` on the foreground rows (towards their pseudo-box).
 
     ``embed_grad_scale`` scales the metric terms' gradient where it enters the box-head features
-    H (the features box regression reads too); 1 is the paper.
+    H (the features box regression reads too); 1 is the paper. ``metric_thresh_per_class``
+    (pseudo-boxes only) keeps out of the unlabelled metric terms the foreground rows whose
+    matched pseudo-box scores at or below its class's value; every other loss still reads them.
     """
 
     @configurable
@@ -68,6 +71,7 @@ class DualAlignROIHeads(StandardROIHeads):
         soft_background: bool = False,
         box_reg_loss_unlabeled: bool = False,
         embed_grad_scale: float = 1.0,
+        metric_thresh_per_class: Optional[Sequence[float]] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,6 +89,7 @@ class DualAlignROIHeads(StandardROIHeads):
         self.soft_background = soft_background
         self.box_reg_loss_unlabeled = box_reg_loss_unlabeled
         self.embed_grad_scale = embed_grad_scale
+        self.metric_thresh_per_class = tuple(metric_thresh_per_class or ()) or None
         if not (loss_switches["loss_pml_l"] or loss_switches["loss_pml_u"]):
             # Without proposal alignment nothing reads the proxies: freeze them, so DDP does not
             # wait for their gradient (and the optimizer leaves them untouched).
@@ -127,6 +132,7 @@ class DualAlignROIHeads(StandardROIHeads):
         ret["soft_background"] = d.PSEUDO.SOFT_BACKGROUND
         ret["box_reg_loss_unlabeled"] = d.PSEUDO.BOX_REG_LOSS
         ret["embed_grad_scale"] = d.EMBED.GRAD_SCALE
+        ret["metric_thresh_per_class"] = tuple(d.PSEUDO.METRIC_THRESH_PER_CLASS)
         ret["loss_switches"] = {
             "loss_pml_l": d.LOSS.PML_LABELED,
             "loss_pml_u": d.LOSS.PML_UNLABELED,
@@ -243,7 +249,8 @@ class DualAlignROIHeads(StandardROIHeads):
 
     def _pseudo_box_batches(self, h_u: torch.Tensor, sampled: List[Instances]):
         """Foreground and background metric batches of unlabelled proposals sampled against
-        pseudo-boxes: class and confidence q of a foreground row are its matched box's."""
+        pseudo-boxes: class and confidence q of a foreground row are its matched box's (with
+        ``metric_thresh_per_class``, only rows whose q is above their class's value)."""
         if not self.loss_switches["loss_pml_u"] and not self.loss_switches["loss_pmb_u"]:
             return None, None  # the classification loss alone reads these rows
         y = torch.cat([p.gt_classes for p in sampled])
@@ -251,7 +258,10 @@ class DualAlignROIHeads(StandardROIHeads):
             [p.gt_scores if p.has("gt_scores") else h_u.new_zeros(len(p)) for p in sampled]
         )  # an image without pseudo-boxes has background rows only
         fg = y < self.num_classes
-        unlabeled = MetricBatch(self.embed(h_u[fg]), y[fg], q[fg])
+        metric = fg.clone()
+        if self.metric_thresh_per_class is not None:  # only the more confident pseudo-boxes
+            metric[fg] = q[fg] > detection_thresholds(y[fg], self.metric_thresh_per_class)
+        unlabeled = MetricBatch(self.embed(h_u[metric]), y[metric], q[metric])
         background = None
         if self.proxies.background_index is not None:
             x_bg = self.embed(h_u[~fg])

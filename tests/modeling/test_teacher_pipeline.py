@@ -184,6 +184,42 @@ def test_per_class_box_thresholds_reach_the_model_and_change_only_their_class(mo
     assert off["loss_cls_u"] != one["loss_cls_u"]  # class 1's box is gone on the unlabelled side
 
 
+def test_metric_thresholds_take_rows_out_of_the_unlabeled_metric_terms_only(monkeypatch):
+    def two_detections(images, features=None):  # class 0 scored 0.8, class 1 scored 0.95
+        out = []
+        for size in images.image_sizes:
+            det = Instances(size)
+            det.pred_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0], [50.0, 50.0, 90.0, 90.0]]))
+            det.scores, det.pred_classes = torch.tensor([0.8, 0.95]), torch.tensor([0, 1])
+            out.append(det)
+        return out
+
+    runs = {}
+    for name, per_class in (
+        ("none", []), ("zero", [0.0] * 4), ("class0_off", [0.9] * 4), ("all_off", [1.0] * 4)
+    ):  # fmt: skip
+        torch.manual_seed(0)  # the same initial weights
+        _, model = build(
+            TEACHER_CFG, f"mt{name}", DUALALIGN__PSEUDO__BOX_THRESH=0.5,
+            DUALALIGN__PSEUDO__METRIC_THRESH_PER_CLASS=per_class,
+        )  # fmt: skip
+        monkeypatch.setattr(model, "teacher_detections", two_detections)
+        losses = {k: v.item() for k, v in step_losses(model).items()}
+        stats = {k: v.item() for k, v in model.roi_heads.step_statistics().items()}
+        runs[name] = (losses, stats)
+    none, zero = runs["none"][0], runs["zero"][0]
+    assert none == zero  # every pseudo-box scores above 0: no row leaves
+    assert runs["none"][1]["pseudo/count_c0"] > 0 and runs["none"][1]["pseudo/count_c1"] > 0
+    off, off_stats = runs["class0_off"]
+    assert off_stats["pseudo/count_c0"] == 0  # class 0's rows (q = 0.8 <= 0.9) are out
+    assert off_stats["pseudo/count_c1"] == runs["none"][1]["pseudo/count_c1"]  # 0.95 > 0.9
+    assert off["loss_pml_u"] != none["loss_pml_u"]
+    untouched = SUPERVISED + ("loss_cls_u", "loss_pml_l", "loss_pmb_l")
+    for name in ("class0_off", "all_off"):
+        assert all(runs[name][0][k] == none[k] for k in untouched), name
+    assert runs["all_off"][0]["loss_pml_u"] == 0.0 and runs["all_off"][0]["loss_pmb_u"] == 0.0
+
+
 @pytest.mark.parametrize("scale", [0.0, 0.25, 1.0])
 def test_scale_gradient_is_identity_forward_and_scales_backward(scale):
     x = torch.randn(4, 3, requires_grad=True)
@@ -373,6 +409,11 @@ def test_grad_scale_scales_the_metric_gradient_into_h_and_nothing_else():
         (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.BOXES", "True",
           "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS", "[0.9, 0.9, 0.9, 1.5]"],
          "DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS"),  # a value above 1
+        (["DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS", "[0.9, 0.9, 0.9, 0.9]"],
+         "DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS"),  # without BOXES
+        (["DUALALIGN.PSEUDO.SOURCE", "teacher", "DUALALIGN.PSEUDO.BOXES", "True",
+          "DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS", "[0.9]"],
+         "DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS"),  # not one value per class (4)
     ],
 )  # fmt: skip
 def test_impossible_teacher_settings_are_refused_with_the_key(opts, key):
