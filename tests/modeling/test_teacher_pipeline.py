@@ -57,6 +57,22 @@ def one_box_labeller(score):
     return detections
 
 
+def two_box_labeller(score0, score1):
+    """A stand-in for ``teacher_detections``: a class-0 box scored ``score0`` and a class-1 box
+    scored ``score1`` on every unlabelled image."""
+
+    def detections(images, features=None):
+        out = []
+        for size in images.image_sizes:
+            det = Instances(size)
+            det.pred_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0], [50.0, 50.0, 90.0, 90.0]]))
+            det.scores, det.pred_classes = torch.tensor([score0, score1]), torch.tensor([0, 1])
+            out.append(det)
+        return out
+
+    return detections
+
+
 def labelled_step(monkeypatch, tag, score=0.8, **opts):
     """One step of the teacher pipeline with pseudo-boxes above 0.7 from
     :func:`one_box_labeller` (the same initial weights for every ``tag``): (model, losses, the 2
@@ -159,15 +175,6 @@ def test_pseudo_box_targets_per_class_thresholds():
 
 
 def test_per_class_box_thresholds_reach_the_model_and_change_only_their_class(monkeypatch):
-    def two_detections(images, features=None):  # classes 0 and 1, both scored 0.8, on every unlabelled image
-        out = []
-        for size in images.image_sizes:
-            det = Instances(size)
-            det.pred_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0], [50.0, 50.0, 90.0, 90.0]]))
-            det.scores, det.pred_classes = torch.tensor([0.8, 0.8]), torch.tensor([0, 1])
-            out.append(det)
-        return out
-
     runs = {}
     for name, per_class in (("one", []), ("equal", [0.5] * 4), ("class1_off", [0.5, 0.9, 0.5, 0.5])):
         torch.manual_seed(0)  # the same initial weights
@@ -175,7 +182,7 @@ def test_per_class_box_thresholds_reach_the_model_and_change_only_their_class(mo
             TEACHER_CFG, f"pc{name}", DUALALIGN__PSEUDO__BOX_THRESH=0.5,
             DUALALIGN__PSEUDO__BOX_THRESH_PER_CLASS=per_class,
         )  # fmt: skip
-        monkeypatch.setattr(model, "teacher_detections", two_detections)
+        monkeypatch.setattr(model, "teacher_detections", two_box_labeller(0.8, 0.8))
         runs[name] = (model.box_thresh, {k: v.item() for k, v in step_losses(model).items()})
     assert runs["one"][0] == 0.5 and runs["class1_off"][0] == (0.5, 0.9, 0.5, 0.5)
     assert runs["one"][1] == runs["equal"][1]  # one value per class, all equal: no change
@@ -185,15 +192,6 @@ def test_per_class_box_thresholds_reach_the_model_and_change_only_their_class(mo
 
 
 def test_metric_thresholds_take_rows_out_of_the_unlabeled_metric_terms_only(monkeypatch):
-    def two_detections(images, features=None):  # class 0 scored 0.8, class 1 scored 0.95
-        out = []
-        for size in images.image_sizes:
-            det = Instances(size)
-            det.pred_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 40.0], [50.0, 50.0, 90.0, 90.0]]))
-            det.scores, det.pred_classes = torch.tensor([0.8, 0.95]), torch.tensor([0, 1])
-            out.append(det)
-        return out
-
     runs = {}
     for name, per_class in (
         ("none", []), ("zero", [0.0] * 4), ("class0_off", [0.9] * 4), ("all_off", [1.0] * 4)
@@ -203,7 +201,7 @@ def test_metric_thresholds_take_rows_out_of_the_unlabeled_metric_terms_only(monk
             TEACHER_CFG, f"mt{name}", DUALALIGN__PSEUDO__BOX_THRESH=0.5,
             DUALALIGN__PSEUDO__METRIC_THRESH_PER_CLASS=per_class,
         )  # fmt: skip
-        monkeypatch.setattr(model, "teacher_detections", two_detections)
+        monkeypatch.setattr(model, "teacher_detections", two_box_labeller(0.8, 0.95))
         losses = {k: v.item() for k, v in step_losses(model).items()}
         stats = {k: v.item() for k, v in model.roi_heads.step_statistics().items()}
         runs[name] = (losses, stats)
