@@ -73,6 +73,15 @@ def two_box_labeller(score0, score1):
     return detections
 
 
+def two_box_step(monkeypatch, tag, scores, **opts):
+    """One step of the teacher pipeline with pseudo-boxes above 0.5 from
+    :func:`two_box_labeller` (the same initial weights for every ``tag``): (model, losses)."""
+    torch.manual_seed(0)
+    _, model = build(TEACHER_CFG, tag, DUALALIGN__PSEUDO__BOX_THRESH=0.5, **opts)
+    monkeypatch.setattr(model, "teacher_detections", two_box_labeller(*scores))
+    return model, {k: v.item() for k, v in step_losses(model).items()}
+
+
 def labelled_step(monkeypatch, tag, score=0.8, **opts):
     """One step of the teacher pipeline with pseudo-boxes above 0.7 from
     :func:`one_box_labeller` (the same initial weights for every ``tag``): (model, losses, the 2
@@ -177,13 +186,10 @@ def test_pseudo_box_targets_per_class_thresholds():
 def test_per_class_box_thresholds_reach_the_model_and_change_only_their_class(monkeypatch):
     runs = {}
     for name, per_class in (("one", []), ("equal", [0.5] * 4), ("class1_off", [0.5, 0.9, 0.5, 0.5])):
-        torch.manual_seed(0)  # the same initial weights
-        _, model = build(
-            TEACHER_CFG, f"pc{name}", DUALALIGN__PSEUDO__BOX_THRESH=0.5,
-            DUALALIGN__PSEUDO__BOX_THRESH_PER_CLASS=per_class,
-        )  # fmt: skip
-        monkeypatch.setattr(model, "teacher_detections", two_box_labeller(0.8, 0.8))
-        runs[name] = (model.box_thresh, {k: v.item() for k, v in step_losses(model).items()})
+        model, losses = two_box_step(
+            monkeypatch, f"pc{name}", (0.8, 0.8), DUALALIGN__PSEUDO__BOX_THRESH_PER_CLASS=per_class
+        )
+        runs[name] = (model.box_thresh, losses)
     assert runs["one"][0] == 0.5 and runs["class1_off"][0] == (0.5, 0.9, 0.5, 0.5)
     assert runs["one"][1] == runs["equal"][1]  # one value per class, all equal: no change
     off, one = runs["class1_off"][1], runs["one"][1]
@@ -196,13 +202,10 @@ def test_metric_thresholds_take_rows_out_of_the_unlabeled_metric_terms_only(monk
     for name, per_class in (
         ("none", []), ("zero", [0.0] * 4), ("class0_off", [0.9] * 4), ("all_off", [1.0] * 4)
     ):  # fmt: skip
-        torch.manual_seed(0)  # the same initial weights
-        _, model = build(
-            TEACHER_CFG, f"mt{name}", DUALALIGN__PSEUDO__BOX_THRESH=0.5,
+        model, losses = two_box_step(
+            monkeypatch, f"mt{name}", (0.8, 0.95),
             DUALALIGN__PSEUDO__METRIC_THRESH_PER_CLASS=per_class,
         )  # fmt: skip
-        monkeypatch.setattr(model, "teacher_detections", two_box_labeller(0.8, 0.95))
-        losses = {k: v.item() for k, v in step_losses(model).items()}
         stats = {k: v.item() for k, v in model.roi_heads.step_statistics().items()}
         runs[name] = (losses, stats)
     none, zero = runs["none"][0], runs["zero"][0]
