@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..utils.paths import repo_root
 from .protocol_arms import CONTRASTS
@@ -114,8 +114,19 @@ def config_file(s: ProtocolSettings, method: str) -> str:
     return os.path.join(repo_root(), s.config_dir, f"{method}{s.suffix}.yaml")
 
 
-def run_train_net(cfg_file: str, opts: List[str], out_dir: str, jobs: int) -> None:
-    """One ``train_net.py`` process writing into ``out_dir`` (log in ``harness.log``)."""
+def run_train_net(
+    cfg_file: str,
+    opts: List[str],
+    out_dir: str,
+    jobs: int,
+    abort_if: Optional[Callable[[], Optional[str]]] = None,
+    poll_seconds: float = 15.0,
+) -> None:
+    """One ``train_net.py`` process writing into ``out_dir`` (log in ``harness.log``).
+
+    ``abort_if`` is called every ``poll_seconds`` while the process runs: a message stops the
+    process, and the message is raised (``RuntimeError``) with the folder's name.
+    """
     from .harness import run_env
 
     os.makedirs(out_dir, exist_ok=True)
@@ -124,9 +135,19 @@ def run_train_net(cfg_file: str, opts: List[str], out_dir: str, jobs: int) -> No
     with open(os.path.join(out_dir, "harness.log"), "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=run_env(jobs))
-    if proc.returncode != 0:
-        raise RuntimeError(f"{out_dir}: train_net.py exited with {proc.returncode}; see its log")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=run_env(jobs))
+        while True:
+            try:
+                returncode = proc.wait(timeout=poll_seconds if abort_if else None)
+                break
+            except subprocess.TimeoutExpired:
+                reason = abort_if()
+                if reason:
+                    proc.kill()
+                    proc.wait()
+                    raise RuntimeError(f"{out_dir}: train_net.py stopped: {reason}") from None
+    if returncode != 0:
+        raise RuntimeError(f"{out_dir}: train_net.py exited with {returncode}; see its log")
 
 
 def eval_history(metrics_file: str) -> List[tuple]:

@@ -26,6 +26,7 @@ __all__ = [
     "burn_in_iters",
     "burn_in_lr_steps",
     "check_gates",
+    "loss_mismatch",
     "model_digest",
     "recorded_lr_steps",
 ]
@@ -106,8 +107,11 @@ def _count_images(coco_json: str) -> int:
         return len(json.load(f)["images"])
 
 
-def _train_burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int, run_dir: str):
-    """Trains stage A for (``fraction``, ``split``) into ``run_dir``; returns its checkpoint."""
+def _train_burn_in(
+    s: ProtocolSettings, data: dict, fraction: float, split: int, run_dir: str, abort_if=None
+):
+    """Trains stage A for (``fraction``, ``split``) into ``run_dir``; returns its checkpoint
+    (``abort_if``: see :func:`run_train_net`)."""
     n = burn_in_iters(s, fraction)
     opts = s.opts + data["opts"] + fraction_opts(data, fraction) + [
         "DATASETS.TEST", f"('{data['val_name']}',)",
@@ -120,12 +124,41 @@ def _train_burn_in(s: ProtocolSettings, data: dict, fraction: float, split: int,
         "TEST.PRECISE_BN.ENABLED", str(s.precise_bn_iters > 0),
         "TEST.PRECISE_BN.NUM_ITER", str(max(1, s.precise_bn_iters)),
     ]  # fmt: skip
-    run_train_net(config_file(s, "supervised"), opts, run_dir, s.jobs)
+    run_train_net(config_file(s, "supervised"), opts, run_dir, s.jobs, abort_if=abort_if)
     checkpoint = os.path.join(run_dir, "model_final.pth")
     last = os.path.join(run_dir, f"model_{n - 1:07d}.pth")  # the periodic copy of the final one
     if os.path.isfile(last) and os.path.isfile(checkpoint):
         os.remove(last)
     return checkpoint
+
+
+def loss_mismatch(recorded_metrics: str, new_metrics: str) -> Optional[str]:
+    """The first iteration logged in both metrics files whose ``total_loss`` differs, as a
+    message (``None`` while they agree or share no iteration yet; a missing file shares none).
+
+    A burn-in trained again from the same code, data and seed on a machine that reproduces it
+    logs the same losses bit for bit; one that does not usually parts from the first log line,
+    long before its final digest can be compared."""
+
+    def losses(path):
+        if not os.path.isfile(path):
+            return {}
+        out = {}
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:  # a line being written
+                    continue
+                if "total_loss" in r:
+                    out[r["iteration"]] = r["total_loss"]
+        return out
+
+    recorded, new = losses(recorded_metrics), losses(new_metrics)
+    for it in sorted(set(recorded) & set(new)):
+        if recorded[it] != new[it]:
+            return f"total_loss at iteration {it} is {new[it]!r} here, {recorded[it]!r} recorded"
+    return None
 
 
 def _runs_from(out: str, fraction: float, split: int, digest: str) -> List[str]:
@@ -159,23 +192,41 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     """
     rebuilt_dir = os.path.join(run_dir, "rebuilt")
     checkpoint = os.path.join(rebuilt_dir, "model_final.pth")
+    dependent = _runs_from(out, record["fraction"], record["split_seed"], record["model_digest"])
+
+    def not_reproduced(how: str) -> RuntimeError:
+        return RuntimeError(
+            f"{run_dir}: the rebuilt burn-in ({rebuilt_dir}) {how}: this machine ({_machine()}) "
+            f"does not reproduce stage A (recorded on "
+            f"{record.get('machine', 'an unrecorded machine')}) bit for bit, so new stage B runs "
+            f"would not be paired with the {len(dependent)} committed ones continued from it "
+            f"({', '.join(dependent[:3])}, ...). Finish this burn-in's pairs on a machine that "
+            "reproduces it, or move the protocol folder aside to start a new record (nothing in "
+            "it is overwritten)."
+        )
+
     if not os.path.isfile(checkpoint):
         if os.path.isdir(rebuilt_dir):  # an interrupted rebuild: no checkpoint, nothing kept
             shutil.rmtree(rebuilt_dir)
-        _train_burn_in(s, data, record["fraction"], record["split_seed"], rebuilt_dir)
+        recorded_metrics = os.path.join(run_dir, "metrics.json")
+        new_metrics = os.path.join(rebuilt_dir, "metrics.json")
+        # with committed runs to pair with, stop at the first logged loss that differs
+        abort_if = (lambda: loss_mismatch(recorded_metrics, new_metrics)) if dependent else None
+        try:
+            _train_burn_in(
+                s, data, record["fraction"], record["split_seed"], rebuilt_dir, abort_if=abort_if
+            )
+        except RuntimeError:
+            mismatch = abort_if and loss_mismatch(recorded_metrics, new_metrics)
+            if mismatch:
+                raise not_reproduced(f"was stopped early: its {mismatch}") from None
+            raise
     digest = model_digest(checkpoint)
     if digest == record["model_digest"]:
         return dict(record, checkpoint=checkpoint, rebuilt=True)
-    dependent = _runs_from(out, record["fraction"], record["split_seed"], record["model_digest"])
     if dependent:
-        raise RuntimeError(
-            f"{run_dir}: the rebuilt burn-in ({checkpoint}) has model digest {digest[:12]}, the "
-            f"recorded one {record['model_digest'][:12]}: this machine ({_machine()}) does not "
-            f"reproduce stage A (recorded on {record.get('machine', 'an unrecorded machine')}) "
-            f"bit for bit, so new stage B runs would not be paired with the {len(dependent)} "
-            f"committed ones continued from it ({', '.join(dependent[:3])}, ...). Finish this "
-            "burn-in's pairs on a machine that reproduces it, or move the protocol folder aside "
-            "to start a new record (nothing in it is overwritten)."
+        raise not_reproduced(
+            f"has model digest {digest[:12]}, the recorded one {record['model_digest'][:12]}"
         )
     replaced = {k: record.get(k) for k in ("model_digest", "val_mAP_history", "machine")}
     metrics = os.path.join(rebuilt_dir, "metrics.json")

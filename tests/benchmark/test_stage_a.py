@@ -64,7 +64,9 @@ def test_stage_a_lr_drops_reach_the_solver_and_are_checked(tmp_path, monkeypatch
         with pytest.raises(ValueError, match="increasing fractions .* 2400 of stage A"):
             burn_in_lr_steps(dataclasses.replace(s, burn_in_steps=bad), 0.25)
     seen = []
-    monkeypatch.setattr(stage_a, "run_train_net", lambda cfg, opts, out, jobs: seen.append(opts))
+    monkeypatch.setattr(
+        stage_a, "run_train_net", lambda cfg, opts, out, jobs, abort_if=None: seen.append(opts)
+    )
     data = {"opts": [], "val_name": "val"}
     stage_a._train_burn_in(s, data, 0.25, 11, str(tmp_path / "run"))
     stage_a._train_burn_in(one, data, 0.25, 11, str(tmp_path / "run"))
@@ -140,7 +142,7 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
     weights = {"w": torch.arange(4.0)}
     trained = []
 
-    def fake_train(s, data, fraction, split, run_dir):  # stands in for train_net.py
+    def fake_train(s, data, fraction, split, run_dir, abort_if=None):  # stands in for train_net.py
         trained.append(run_dir)
         os.makedirs(run_dir, exist_ok=True)
         torch.save({"model": weights}, os.path.join(run_dir, "model_final.pth"))
@@ -200,3 +202,85 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
         (done / "result.json").write_text(json.dumps(dict(b_record, burn_in_digest="other")))
     n_trained = len(trained)
     assert burn_in(s, data, 0.25, 0, str(tmp_path)) == new and len(trained) == n_trained
+
+
+def _metrics(path, losses):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"iteration": i, "total_loss": v}) + "\n" for i, v in losses))
+
+
+def test_loss_mismatch_names_the_first_differing_iteration(tmp_path):
+    from dualalign.benchmark.stage_a import loss_mismatch
+
+    rec, new = tmp_path / "rec.json", tmp_path / "new.json"
+    _metrics(rec, [(19, 1.5), (39, 0.5), (59, 1.0)])
+    assert loss_mismatch(str(rec), str(new)) is None  # nothing logged yet
+    _metrics(new, [(19, 1.5)])
+    with open(new, "a") as f:
+        f.write('{"iteration": 39, "total_lo')  # a line being written
+    assert loss_mismatch(str(rec), str(new)) is None
+    _metrics(new, [(19, 1.5), (39, 0.49)])
+    assert loss_mismatch(str(rec), str(new)) == (
+        "total_loss at iteration 39 is 0.49 here, 0.5 recorded"
+    )
+
+
+def test_run_train_net_stops_the_process_when_abort_if_says_why(tmp_path, monkeypatch):
+    from dualalign.benchmark import protocol_settings
+
+    fake = tmp_path / "train_net.py"  # logs one line, then would run on and leave a marker
+    fake.write_text(
+        "import os, sys, time\n"
+        "out = sys.argv[sys.argv.index('OUTPUT_DIR') + 1]\n"
+        "open(os.path.join(out, 'metrics.json'), 'w').write('{}\\n')\n"
+        "if 'quick' not in sys.argv:\n"
+        "    time.sleep(60)\n"
+        "    open(os.path.join(out, 'finished'), 'w').close()\n"
+    )
+    monkeypatch.setattr(protocol_settings, "repo_root", lambda: str(tmp_path))
+    out = tmp_path / "run"
+    logged = lambda: "it logged" if (out / "metrics.json").is_file() else None  # noqa: E731
+    with pytest.raises(RuntimeError, match="run: train_net.py stopped: it logged"):
+        protocol_settings.run_train_net("c.yaml", [], str(out), 1, logged, poll_seconds=0.1)
+    assert not (out / "finished").exists()
+    # a run that ends before anything stops it, and one without abort_if, finish as before
+    protocol_settings.run_train_net("c.yaml", ["quick"], str(tmp_path / "a"), 1, lambda: None, 0.1)
+    protocol_settings.run_train_net("c.yaml", ["quick"], str(tmp_path / "b"), 1)
+    assert (tmp_path / "b" / "metrics.json").is_file()
+
+
+def test_a_rebuild_that_parts_from_the_recorded_losses_stops_early(tmp_path, monkeypatch):
+    from dualalign.benchmark import stage_a
+
+    calls = []
+
+    def fake_train(s, data, fraction, split, run_dir, abort_if=None):  # logs, then is stopped
+        calls.append(abort_if)
+        _metrics(tmp_path / run_dir / "metrics.json", [(19, 1.4950)])
+        reason = abort_if() if abort_if else None
+        if reason:
+            raise RuntimeError(f"{run_dir}: train_net.py stopped: {reason}")
+        raise AssertionError("trained to the end")
+
+    monkeypatch.setattr(stage_a, "_train_burn_in", fake_train)
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps({"images": [{"id": 1}]}))
+    s = ProtocolSettings(burn_in_iters=10, fractions=(0.25,), arms=("supervised",))
+    run_dir = tmp_path / "burn_in" / "f0.25_split0"
+    record = {
+        "fraction": 0.25, "split_seed": 0, "iterations": 10, "lr_steps": [7, 8], "val_images": 1,
+        "precise_bn_iters": 200, "val_mAP_history": [[9, 50.0]],
+        "checkpoint": str(run_dir / "model_final.pth"), "model_digest": "abc",
+    }  # fmt: skip
+    _metrics(run_dir / "metrics.json", [(19, 1.5026)])
+    (run_dir / "result.json").write_text(json.dumps(record))
+    stage_b = tmp_path / "runs" / "supervised_f0.25_split0_order0"
+    stage_b.mkdir(parents=True)
+    (stage_b / "result.json").write_text(
+        json.dumps({"fraction": 0.25, "split_seed": 0, "burn_in_digest": "abc"})
+    )
+    with pytest.raises(RuntimeError, match="stopped early: its total_loss at iteration 19 is "
+                       "1.495 here, 1.5026 recorded: this machine .* 1 committed"):  # fmt: skip
+        burn_in(s, {"val_json": str(val)}, 0.25, 0, str(tmp_path))
+    assert callable(calls[0])
+    assert json.loads((run_dir / "result.json").read_text()) == record  # nothing overwritten
