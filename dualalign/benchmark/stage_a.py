@@ -6,7 +6,7 @@ import json
 import math
 import os
 import shutil
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..utils.atomic import atomic_write_json
 from .protocol_settings import (
@@ -26,6 +26,7 @@ __all__ = [
     "burn_in_iters",
     "burn_in_lr_steps",
     "check_gates",
+    "logged_losses",
     "loss_mismatch",
     "model_digest",
     "recorded_lr_steps",
@@ -132,29 +133,30 @@ def _train_burn_in(
     return checkpoint
 
 
-def loss_mismatch(recorded_metrics: str, new_metrics: str) -> Optional[str]:
-    """The first iteration logged in both metrics files whose ``total_loss`` differs, as a
-    message (``None`` while they agree or share no iteration yet; a missing file shares none).
+def logged_losses(metrics_file: str) -> Dict[int, float]:
+    """``{iteration: total_loss}`` of a run's metrics.json (empty if it does not exist yet; a
+    line being written is skipped)."""
+    if not os.path.isfile(metrics_file):
+        return {}
+    out = {}
+    with open(metrics_file) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:  # a line being written
+                continue
+            if "total_loss" in r:
+                out[r["iteration"]] = r["total_loss"]
+    return out
+
+
+def loss_mismatch(recorded: Dict[int, float], new: Dict[int, float]) -> Optional[str]:
+    """The first iteration logged in both (:func:`logged_losses`) whose ``total_loss`` differs,
+    as a message (``None`` while they agree or share no iteration yet).
 
     A burn-in trained again from the same code, data and seed on a machine that reproduces it
     logs the same losses bit for bit; one that does not usually parts from the first log line,
     long before its final digest can be compared."""
-
-    def losses(path):
-        if not os.path.isfile(path):
-            return {}
-        out = {}
-        with open(path) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except ValueError:  # a line being written
-                    continue
-                if "total_loss" in r:
-                    out[r["iteration"]] = r["total_loss"]
-        return out
-
-    recorded, new = losses(recorded_metrics), losses(new_metrics)
     for it in sorted(set(recorded) & set(new)):
         if recorded[it] != new[it]:
             return f"total_loss at iteration {it} is {new[it]!r} here, {recorded[it]!r} recorded"
@@ -208,18 +210,22 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     if not os.path.isfile(checkpoint):
         if os.path.isdir(rebuilt_dir):  # an interrupted rebuild: no checkpoint, nothing kept
             shutil.rmtree(rebuilt_dir)
-        recorded_metrics = os.path.join(run_dir, "metrics.json")
+        recorded = logged_losses(os.path.join(run_dir, "metrics.json"))  # read once
         new_metrics = os.path.join(rebuilt_dir, "metrics.json")
+
+        def mismatch():
+            return loss_mismatch(recorded, logged_losses(new_metrics))
+
         # with committed runs to pair with, stop at the first logged loss that differs
-        abort_if = (lambda: loss_mismatch(recorded_metrics, new_metrics)) if dependent else None
+        abort_if = mismatch if dependent else None
         try:
             _train_burn_in(
                 s, data, record["fraction"], record["split_seed"], rebuilt_dir, abort_if=abort_if
             )
         except RuntimeError:
-            mismatch = abort_if and loss_mismatch(recorded_metrics, new_metrics)
-            if mismatch:
-                raise not_reproduced(f"was stopped early: its {mismatch}") from None
+            reason = abort_if and abort_if()
+            if reason:
+                raise not_reproduced(f"was stopped early: its {reason}") from None
             raise
     digest = model_digest(checkpoint)
     if digest == record["model_digest"]:

@@ -210,17 +210,18 @@ def _metrics(path, losses):
 
 
 def test_loss_mismatch_names_the_first_differing_iteration(tmp_path):
-    from dualalign.benchmark.stage_a import loss_mismatch
+    from dualalign.benchmark.stage_a import logged_losses, loss_mismatch
 
     rec, new = tmp_path / "rec.json", tmp_path / "new.json"
     _metrics(rec, [(19, 1.5), (39, 0.5), (59, 1.0)])
-    assert loss_mismatch(str(rec), str(new)) is None  # nothing logged yet
+    recorded = logged_losses(str(rec))
+    assert loss_mismatch(recorded, logged_losses(str(new))) is None  # nothing logged yet
     _metrics(new, [(19, 1.5)])
     with open(new, "a") as f:
         f.write('{"iteration": 39, "total_lo')  # a line being written
-    assert loss_mismatch(str(rec), str(new)) is None
+    assert loss_mismatch(recorded, logged_losses(str(new))) is None
     _metrics(new, [(19, 1.5), (39, 0.49)])
-    assert loss_mismatch(str(rec), str(new)) == (
+    assert loss_mismatch(recorded, logged_losses(str(new))) == (
         "total_loss at iteration 39 is 0.49 here, 0.5 recorded"
     )
 
