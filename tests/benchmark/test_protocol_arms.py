@@ -55,6 +55,24 @@ def test_the_tuned_arms_differ_from_their_arms_in_the_val_chosen_thresholds_only
         assert a == b, tuned
 
 
+def test_the_precise_arm_is_the_tuned_arm_with_per_class_metric_thresholds_only():
+    from dualalign.benchmark.protocol import ARMS
+    from dualalign.benchmark.protocol_settings import config_file
+    from dualalign.engine.setup import build_cfg
+
+    s = ProtocolSettings()
+    a, b = (
+        build_cfg(config_file(s, ARMS[arm][0]), ARMS[arm][1])
+        for arm in ("dualalign_all_tuned_precise", "dualalign_all_tuned")
+    )
+    precise = list(a.DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS)
+    assert precise == pytest.approx([1.0, 0.95, 0.98, 0.98])
+    assert list(b.DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS) == []
+    a.defrost()
+    a.DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS = b.DUALALIGN.PSEUDO.METRIC_THRESH_PER_CLASS
+    assert a == b
+
+
 DA_TAIL_KEYS = ["DUALALIGN.RAMPDOWN_ITERS", "DUALALIGN.TAIL_ITERS"]
 
 
