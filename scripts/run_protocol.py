@@ -141,11 +141,14 @@ def main(argv=None):
         p.error(f"--precise-bn-iters {args.precise_bn_iters}: N >= 0 (0: the running averages)")
     for name in sum(args.contrast or [], []):
         try:
-            tag = split_arm_tag(name)[1]
+            arm, tag = split_arm_tag(name)
         except ValueError as e:
             p.error(f"--contrast: {e}")
         if tag and tag not in args.reference_tag:
             p.error(f"--contrast {name}: add --reference-tag {tag} (its runs are read only then)")
+        if arm not in args.arms:  # else its runs are never read and the contrast is empty
+            p.error(f"--contrast {name}: add {arm} to --arms (only those arms' runs are read, "
+                    "in this point and in each --reference-tag point)")
     if args.reference_tag and not (args.select_on_val and args.summarize_only):
         p.error("--reference-tag reads other search points' runs: use it with --select-on-val "
                 "--summarize-only")

@@ -147,7 +147,7 @@ def test_cervix93_protocol_data_declares_val_and_the_pool_per_fraction(
         assert len(MetadataCatalog.get(data["val_name"]).thing_classes) == (1 if agnostic else 3)
 
 
-def test_script_flags_reach_the_settings(monkeypatch):
+def test_script_flags_reach_the_settings(monkeypatch, capsys):
     import importlib.util
 
     from dualalign.utils.paths import repo_root
@@ -181,12 +181,14 @@ def test_script_flags_reach_the_settings(monkeypatch):
     assert seen["settings"].arms == ("supervised", "dualalign")
     assert seen["settings"].bootstrap_samples == 0
     assert seen["settings"].contrasts == ProtocolSettings.contrasts  # the defaults
-    script.main(["--contrast", "dualalign", "null_control", "--contrast", "csd", "supervised"])
+    script.main(["--arms", "supervised", "null_control", "dualalign", "csd", "--contrast",
+                 "dualalign", "null_control", "--contrast", "csd", "supervised"])  # fmt: skip
     assert seen["settings"].contrasts == (("dualalign", "null_control"), ("csd", "supervised"))
     with pytest.raises(SystemExit):  # an arm the protocol does not know
         script.main(["--contrast", "dualalign", "no_such_arm"])
     monkeypatch.setattr(script, "summarize_finished", fake_run)
     script.main(["--select-on-val", "--summarize-only", "--tag", "w05", "--reference-tag", "ref",
+                 "--arms", "self_training", "teacher_null_control",
                  "--contrast", "self_training", "teacher_null_control@ref"])  # fmt: skip
     s = seen["settings"]
     assert s.reference_tags == ("ref",) and s.tag == "w05" and s.score_split == "val"
@@ -196,6 +198,11 @@ def test_script_flags_reach_the_settings(monkeypatch):
     with pytest.raises(SystemExit):  # a contrast with a point whose runs are not read
         script.main(["--select-on-val", "--summarize-only", "--contrast", "self_training",
                      "teacher_null_control@ref"])  # fmt: skip
+    with pytest.raises(SystemExit):  # a contrast with an arm whose runs are not read
+        script.main(["--select-on-val", "--summarize-only", "--tag", "w05", "--reference-tag",
+                     "ref", "--arms", "self_training", "--contrast", "self_training",
+                     "teacher_null_control@ref"])  # fmt: skip
+    assert "add teacher_null_control to --arms" in capsys.readouterr().err
 
 
 def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path):
