@@ -192,6 +192,7 @@ def write_summary(
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
     write_tables(summary, out_dir)
-    plot_deltas(summary, out_dir)
-    print(f"wrote {out_dir}/summary.json, tables.md, paired_deltas.png", flush=True)
+    plotted = plot_deltas(summary, out_dir)
+    plot = ", paired_deltas.png" if plotted else " (no plot: no arm has supervised-continue pairs)"
+    print(f"wrote {out_dir}/summary.json, tables.md{plot}", flush=True)
     return summary

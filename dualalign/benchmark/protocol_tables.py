@@ -102,8 +102,9 @@ def write_tables(summary: dict, out_dir: str) -> None:
     atomic_write_text(os.path.join(out_dir, "tables.md"), "\n".join(lines) + "\n")
 
 
-def plot_deltas(summary: dict, out_dir: str) -> None:
-    """``paired_deltas.png``: each arm's mean paired difference with its 95 % interval."""
+def plot_deltas(summary: dict, out_dir: str) -> bool:
+    """``paired_deltas.png``: each arm's mean paired difference with its 95 % interval; False
+    (nothing written) when no arm has one (e.g. a val search point without supervised runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,7 +116,7 @@ def plot_deltas(summary: dict, out_dir: str) -> None:
         for a, d in block["delta_vs_supervised"].items()
     ]
     if not rows:
-        return
+        return False
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(rows) + 1))
     for i, (_, d) in enumerate(rows):
         lo, hi = d["ci95"]
@@ -128,3 +129,4 @@ def plot_deltas(summary: dict, out_dir: str) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "paired_deltas.png"), dpi=120)
     plt.close(fig)
+    return True

@@ -205,7 +205,7 @@ def test_script_flags_reach_the_settings(monkeypatch, capsys):
     assert "add teacher_null_control to --arms" in capsys.readouterr().err
 
 
-def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path):
+def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path, capsys):
     from dataclasses import replace
 
     from dualalign.benchmark.protocol_settings import stage_b_dir
@@ -241,6 +241,9 @@ def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path):
     assert c["per_pair"] == {"9:0": 0.5, "10:0": 1.0} and math.isclose(c["mean"], 0.75)
     md = (tmp_path / "val_search" / "w05" / "tables.md").read_text()
     assert "| self_training - teacher_null_control@ref | +0.75 [" in md
+    # no arm has supervised-continue pairs: no plot, and the message does not claim one
+    assert not (tmp_path / "val_search" / "w05" / "paired_deltas.png").exists()
+    assert "no plot: no arm has supervised-continue pairs" in capsys.readouterr().out
 
 
 def test_a_search_opt_overrides_the_arms_value_but_not_the_protocols_budget():
