@@ -194,17 +194,22 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     """
     rebuilt_dir = os.path.join(run_dir, "rebuilt")
     checkpoint = os.path.join(rebuilt_dir, "model_final.pth")
-    dependent = _runs_from(out, record["fraction"], record["split_seed"], record["model_digest"])
+
+    def dependent() -> List[str]:  # listed only when a rebuild is needed or differs
+        return _runs_from(out, record["fraction"], record["split_seed"], record["model_digest"])
 
     def not_reproduced(how: str) -> RuntimeError:
+        runs = dependent()
         return RuntimeError(
             f"{run_dir}: the rebuilt burn-in ({rebuilt_dir}) {how}: this machine ({_machine()}) "
             f"does not reproduce stage A (recorded on "
             f"{record.get('machine', 'an unrecorded machine')}) bit for bit, so new stage B runs "
-            f"would not be paired with the {len(dependent)} committed ones continued from it "
-            f"({', '.join(dependent[:3])}, ...). Finish this burn-in's pairs on a machine that "
-            "reproduces it, or move the protocol folder aside to start a new record (nothing in "
-            "it is overwritten)."
+            f"would not be paired with the {len(runs)} committed ones continued from it "
+            f"({', '.join(runs[:3])}, ...). Finish this burn-in's pairs on a machine that "
+            "reproduces it; or leave split seed "
+            f"{record['split_seed']} out and add new ones (--split-seeds N, whose burn-ins and "
+            "every arm of their pairs, supervised-continue included, train here); or move the "
+            "protocol folder aside to start a new record (nothing in it is overwritten)."
         )
 
     if not os.path.isfile(checkpoint):
@@ -217,7 +222,7 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
             return loss_mismatch(recorded, logged_losses(new_metrics))
 
         # with committed runs to pair with, stop at the first logged loss that differs
-        abort_if = mismatch if dependent else None
+        abort_if = mismatch if dependent() else None
         try:
             _train_burn_in(
                 s, data, record["fraction"], record["split_seed"], rebuilt_dir, abort_if=abort_if
@@ -230,7 +235,7 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     digest = model_digest(checkpoint)
     if digest == record["model_digest"]:
         return dict(record, checkpoint=checkpoint, rebuilt=True)
-    if dependent:
+    if dependent():
         raise not_reproduced(
             f"has model digest {digest[:12]}, the recorded one {record['model_digest'][:12]}"
         )

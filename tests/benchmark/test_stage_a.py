@@ -177,8 +177,10 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
     stage_b.mkdir(parents=True)
     b_record = {"fraction": 0.25, "split_seed": 0, "burn_in_digest": record["model_digest"]}
     (stage_b / "result.json").write_text(json.dumps(b_record))
-    with pytest.raises(RuntimeError, match="digest .* recorded one .* not be paired .* 1 comm"):
+    not_paired = "digest .* recorded one .* not be paired .* 1 comm"
+    with pytest.raises(RuntimeError, match=not_paired) as e:
         burn_in(s, data, 0.25, 0, str(tmp_path))
+    assert "leave split seed 0 out and add new ones (--split-seeds N" in str(e.value)
     assert json.loads((run_dir / "result.json").read_text()) == record  # nothing overwritten
     # ... and without one: the rebuilt burn-in replaces the record, which keeps the old one.
     (stage_b / "result.json").write_text(json.dumps(dict(b_record, burn_in_digest="other")))
@@ -206,7 +208,8 @@ def test_a_recorded_burn_in_without_its_checkpoint_is_rebuilt_and_checked_by_dig
 
 def _metrics(path, losses):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"iteration": i, "total_loss": v}) + "\n" for i, v in losses))
+    lines = (json.dumps({"iteration": i, "total_loss": v}) + "\n" for i, v in losses)
+    path.write_text("".join(lines))
 
 
 def test_loss_mismatch_names_the_first_differing_iteration(tmp_path):
