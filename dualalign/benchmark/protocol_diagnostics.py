@@ -14,6 +14,8 @@ import json
 import math
 from typing import Dict, List
 
+from .protocol_settings import metrics_records
+
 __all__ = ["DIAGNOSTIC_KEYS", "arm_diagnostics", "delta_per_iou", "run_diagnostics"]
 
 # summary name: (metrics.json key or key prefix, how the run's values are reduced)
@@ -33,8 +35,7 @@ def _finite(values: List[float]) -> List[float]:
 
 def run_diagnostics(metrics_file: str) -> Dict[str, float]:
     """The :data:`DIAGNOSTIC_KEYS` of one run (absent where the run logged none)."""
-    with open(metrics_file) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = metrics_records(metrics_file)
     out = {}
     for name, (key, how) in DIAGNOSTIC_KEYS.items():
         if how == "mean_of_sum":

@@ -18,6 +18,7 @@ __all__ = [
     "eval_history",
     "fraction_opts",
     "load_json",
+    "metrics_records",
     "run_train_net",
     "stage_b_dir",
     "summary_dir",
@@ -150,10 +151,27 @@ def run_train_net(
         raise RuntimeError(f"{out_dir}: train_net.py exited with {returncode}; see its log")
 
 
+def metrics_records(metrics_file: str, live: bool = False) -> List[dict]:
+    """The records of a run's metrics.json (one JSON object per line). ``live`` (a run still
+    writing it): a file not there yet has none, and a line being written is skipped."""
+    if live and not os.path.isfile(metrics_file):
+        return []
+    records = []
+    with open(metrics_file) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if not live:
+                    raise
+    return records
+
+
 def eval_history(metrics_file: str) -> List[tuple]:
     """``[(iteration, bbox/mAP)]`` of the evaluations logged in a run's metrics.json."""
-    with open(metrics_file) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = metrics_records(metrics_file)
     return [(r["iteration"], r["bbox/mAP"]) for r in records if "bbox/mAP" in r]
 
 

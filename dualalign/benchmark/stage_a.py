@@ -1,6 +1,7 @@
 """Stage A of the protocol: the supervised burn-ins (trained, recorded, reused or rebuilt), and
 the gates read from their val curves."""
 
+import functools
 import hashlib
 import json
 import math
@@ -16,6 +17,7 @@ from .protocol_settings import (
     eval_history,
     fraction_opts,
     load_json,
+    metrics_records,
     run_train_net,
     stage_b_dir,
 )
@@ -136,18 +138,8 @@ def _train_burn_in(
 def logged_losses(metrics_file: str) -> Dict[int, float]:
     """``{iteration: total_loss}`` of a run's metrics.json (empty if it does not exist yet; a
     line being written is skipped)."""
-    if not os.path.isfile(metrics_file):
-        return {}
-    out = {}
-    with open(metrics_file) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except ValueError:  # a line being written
-                continue
-            if "total_loss" in r:
-                out[r["iteration"]] = r["total_loss"]
-    return out
+    records = metrics_records(metrics_file, live=True)
+    return {r["iteration"]: r["total_loss"] for r in records if "total_loss" in r}
 
 
 def loss_mismatch(recorded: Dict[int, float], new: Dict[int, float]) -> Optional[str]:
@@ -195,7 +187,8 @@ def _rebuild_checkpoint(s, data, record: dict, run_dir: str, out: str) -> dict:
     rebuilt_dir = os.path.join(run_dir, "rebuilt")
     checkpoint = os.path.join(rebuilt_dir, "model_final.pth")
 
-    def dependent() -> List[str]:  # listed only when a rebuild is needed or differs
+    @functools.lru_cache(maxsize=None)
+    def dependent() -> List[str]:  # listed once, and only when a rebuild is needed or differs
         return _runs_from(out, record["fraction"], record["split_seed"], record["model_digest"])
 
     def not_reproduced(how: str) -> RuntimeError:
