@@ -180,6 +180,10 @@ def add_dualalign_config(cfg):
     # pool's unlabeled_with_gt.json registered through DATASETS.COCO, in
     # DATASETS.TRAIN_UNLABELED). Everything else (losses, views, sampling) is the method's.
     _C.DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES = False
+    # The oracle's recall: each true box is kept with this probability (the same boxes of an
+    # image every time); below 1 the oracle is a labeller that is always right but finds only
+    # that share of the cells, e.g. the teacher's recall (about 0.47 on the synthetic pool).
+    _C.DUALALIGN.DIAGNOSTICS.ORACLE_RECALL = 1.0
 
     # Fault handling during training.
     _C.DUALALIGN.SOLVER = CN()
@@ -372,6 +376,13 @@ def validate_dualalign_config(cfg):
             d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES,
             not d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES or d.PSEUDO.BOXES,
             "True only with DUALALIGN.PSEUDO.BOXES True",
+        ),
+        (
+            "DUALALIGN.DIAGNOSTICS.ORACLE_RECALL",
+            d.DIAGNOSTICS.ORACLE_RECALL,
+            0 < d.DIAGNOSTICS.ORACLE_RECALL <= 1
+            and (d.DIAGNOSTICS.ORACLE_RECALL == 1 or d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES),
+            "in (0, 1]; below 1 only with DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES True",
         ),
         (
             "DUALALIGN.SOLVER.MAX_BAD_STEPS",

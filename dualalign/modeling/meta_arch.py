@@ -72,6 +72,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         flip_fusion: bool = False,
         strong_view: Optional[StrongViewSettings] = None,
         oracle_pseudo_boxes: bool = False,
+        oracle_recall: float = 1.0,
         rpn_loss: bool = False,
         **kwargs,
     ):
@@ -82,6 +83,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
         self.flip_fusion = flip_fusion
         self.strong_view = strong_view
         self.oracle_pseudo_boxes = oracle_pseudo_boxes
+        self.oracle_recall = oracle_recall
         self.rpn_loss = rpn_loss
 
     @classmethod
@@ -100,6 +102,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             flip_fusion=d.PSEUDO.FLIP_FUSION,
             strong_view=StrongViewSettings.from_config(cfg) if d.STRONG_AUG.ENABLED else None,
             oracle_pseudo_boxes=d.DIAGNOSTICS.ORACLE_PSEUDO_BOXES,
+            oracle_recall=d.DIAGNOSTICS.ORACLE_RECALL,
             rpn_loss=d.PSEUDO.RPN_LOSS,
         )
         return ret
@@ -145,7 +148,7 @@ class DualAlignRCNN(SemiSupervisedRCNN):
             # the teacher's backbone pass: for its detections and / or the soft targets
             view = self.teacher_view(unlabeled) if soft or not self.oracle_pseudo_boxes else None
             if self.oracle_pseudo_boxes:  # the diagnostic: the images' truth, not the teacher
-                targets = oracle_box_targets(unlabeled, self.device)
+                targets = oracle_box_targets(unlabeled, self.device, self.oracle_recall)
             else:
                 _, detections = self.pseudo_label_detections(unlabeled, view)
                 targets = pseudo_box_targets(detections, self.box_thresh, self.ignore_thresh)

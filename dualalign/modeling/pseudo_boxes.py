@@ -23,6 +23,7 @@ regions). On the synthetic set the teacher's ASC-US boxes are 35-57 % precise at
 cells have ASC-US-sized nuclei), against 58-89 % for the other classes (docs/RESULTS.md).
 """
 
+import zlib
 from typing import List, Sequence, Union
 
 import torch
@@ -32,6 +33,7 @@ __all__ = [
     "box_thresh_from_config",
     "detection_thresholds",
     "oracle_box_targets",
+    "oracle_keep",
     "pseudo_box_targets",
 ]
 
@@ -84,9 +86,15 @@ def pseudo_box_targets(
     return out
 
 
-def oracle_box_targets(batched_inputs: List[dict], device) -> List[Instances]:
+def oracle_box_targets(batched_inputs: List[dict], device, recall: float = 1.0) -> List[Instances]:
     """Pseudo ground truth from the images' own ``instances`` (score 1): the diagnostic
     ``DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES``, an upper bound of what pseudo-boxes can give.
+
+    With ``recall`` below 1 (``DUALALIGN.DIAGNOSTICS.ORACLE_RECALL``) each true box is kept with
+    that probability, drawn once per image from its ``file_name`` (the same boxes every time the
+    image comes back): a labeller that is always right but finds only that share of the cells,
+    like a teacher read at a high threshold. A dropped cell is background to the student, as a
+    cell the teacher misses is.
 
     Raises:
         ValueError: an input without ``instances`` (the unlabelled set holds no truth).
@@ -99,10 +107,22 @@ def oracle_box_targets(batched_inputs: List[dict], device) -> List[Instances]:
                 f"({x.get('file_name', 'no file name')}) has no annotations; put a set with the "
                 "pool's truth in DUALALIGN.DATASETS.TRAIN_UNLABELED, or set the key False"
             )
-        truth = x["instances"].to(device)
+        truth = x["instances"]
+        if recall < 1.0:
+            key = x.get("file_name", str(x.get("image_id")))
+            truth = truth[oracle_keep(key, len(truth), recall)]
+        truth = truth.to(device)
         target = Instances(truth.image_size)
         target.gt_boxes = truth.gt_boxes
         target.gt_classes = truth.gt_classes
         target.gt_scores = torch.ones(len(truth), device=device)
         out.append(target)
     return out
+
+
+def oracle_keep(key: str, n: int, recall: float) -> torch.Tensor:
+    """Which of an image's ``n`` true boxes a recall-limited oracle keeps: ``n`` uniform draws
+    from a generator seeded by the image's ``key`` (a stable hash, not Python's salted one),
+    kept below ``recall``. The same image always keeps the same boxes."""
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    return torch.rand(n, generator=g) < recall

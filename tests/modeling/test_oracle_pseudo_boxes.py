@@ -9,7 +9,7 @@ from test_teacher_pipeline import SUPERVISED, TEACHER_CFG, record_sampling
 
 from dualalign.data.build import build_paired_loader
 from dualalign.engine.setup import build_cfg
-from dualalign.modeling.pseudo_boxes import oracle_box_targets
+from dualalign.modeling.pseudo_boxes import oracle_box_targets, oracle_keep
 
 
 def test_oracle_targets_are_the_truth_at_score_one_and_refuse_an_image_without_it():
@@ -47,3 +47,37 @@ def test_the_oracle_needs_pseudo_boxes_and_unlabelled_records_with_truth():
     bare = [{"file_name": "pool/0001.png", "image_id": 7, "height": 64, "width": 64}]
     with pytest.raises(ValueError, match=r"pool/0001\.png \(image_id 7\) has no annotations"):
         build_paired_loader(cfg, bare, bare)
+
+
+def test_a_recall_limited_oracle_keeps_a_fixed_share_of_each_images_truth():
+    (labelled,) = fake_batch(1, True, 0)
+    (full,) = oracle_box_targets([labelled], "cpu", recall=1.0)
+    assert len(full) == len(labelled["instances"])
+    keep = oracle_keep("pool/0001.png", 4000, 0.47)
+    assert torch.equal(keep, oracle_keep("pool/0001.png", 4000, 0.47))  # same image, same boxes
+    assert not torch.equal(keep, oracle_keep("pool/0002.png", 4000, 0.47))
+    assert abs(keep.float().mean().item() - 0.47) < 0.03
+    # a lower recall keeps a subset of a higher one's boxes (one draw per box)
+    assert bool((oracle_keep("pool/0001.png", 4000, 0.3) <= keep).all())
+    many = dict(labelled, file_name="pool/0001.png")
+    many["instances"] = labelled["instances"][torch.tensor([0, 1] * 50)]
+    (t,) = oracle_box_targets([many], "cpu", recall=0.47)
+    kept = oracle_keep("pool/0001.png", 100, 0.47)
+    assert torch.equal(t.gt_boxes.tensor, many["instances"].gt_boxes.tensor[kept])
+    assert t.gt_classes.tolist() == many["instances"].gt_classes[kept].tolist()
+    assert t.gt_scores.tolist() == [1.0] * int(kept.sum())
+
+
+def test_the_oracle_recall_is_checked_and_reaches_the_model():
+    for bad in (["DUALALIGN.DIAGNOSTICS.ORACLE_RECALL", "0.5"],  # without the oracle
+                ["DUALALIGN.DIAGNOSTICS.ORACLE_PSEUDO_BOXES", "True",
+                 "DUALALIGN.DIAGNOSTICS.ORACLE_RECALL", "0.0"]):  # fmt: skip
+        with pytest.raises(ValueError, match=r"DUALALIGN\.DIAGNOSTICS\.ORACLE_RECALL"):
+            build_cfg(TEACHER_CFG, bad)
+    _, model = build(
+        TEACHER_CFG,
+        "oracle",
+        DUALALIGN__DIAGNOSTICS__ORACLE_PSEUDO_BOXES=True,
+        DUALALIGN__DIAGNOSTICS__ORACLE_RECALL=0.5,
+    )
+    assert model.oracle_recall == 0.5
