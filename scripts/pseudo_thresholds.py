@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Per-class pseudo-box thresholds: precision / recall of a model's detections on a labelled
 split at several score thresholds, and the lowest threshold reaching a target precision per class.
+It also prints what the detections above each threshold are: right, duplicates, the wrong class
+(beside a right label of the cell, or alone), badly localised, or background.
 
 Usage (the teacher's checkpoint, on the val split; never the test split):
     python train_net.py --eval-only --config-file CFG MODEL.WEIGHTS TEACHER.pth \
@@ -20,7 +22,11 @@ import warnings
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
-from dualalign.evaluation.threshold_sweep import format_sweep_table, sweep  # noqa: E402
+from dualalign.evaluation.threshold_sweep import (  # noqa: E402
+    format_error_table,
+    format_sweep_table,
+    sweep,
+)
 from dualalign.utils.json_input import InputError, load_coco_inputs  # noqa: E402
 
 DEFAULT_THRESHOLDS = "0.5,0.6,0.7,0.8,0.9,0.95,0.98"
@@ -58,6 +64,8 @@ def main(argv=None) -> int:
         return 2
     print(f"precision / recall (%) above each threshold; chosen: >= {args.min_precision:g} %")
     print(format_sweep_table(out))
+    print("\nwhat the detections above each threshold are (dualalign/evaluation/pseudo_errors.py)")
+    print(format_error_table(out))
     if args.json:
         print(json.dumps(out))
     chosen = ",".join(f"{t:g}" for t in out["box_thresh_per_class"])

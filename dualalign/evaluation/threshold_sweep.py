@@ -15,9 +15,17 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from .pseudo_errors import ERROR_KINDS, error_kinds
 from .pseudo_quality import match_counts, precision_recall
 
-__all__ = ["class_thresholds", "format_sweep_table", "sweep", "sweep_counts"]
+__all__ = [
+    "class_thresholds",
+    "format_error_table",
+    "format_sweep_table",
+    "sweep",
+    "sweep_counts",
+    "sweep_errors",
+]
 
 
 def _is_number(v) -> bool:
@@ -33,22 +41,9 @@ def _boxes_xyxy(records: List[dict]) -> torch.Tensor:
     return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
 
 
-def sweep_counts(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np.ndarray:
-    """tp / fp / fn per threshold and class of the detections scored above each threshold.
-
-    Args:
-        gt: a COCO ground-truth dict (``images``, ``annotations``, ``categories``).
-        preds: COCO results records ``{image_id, category_id, bbox: [x, y, w, h], score}``.
-        thresholds: the score thresholds (a detection counts when its score is above one).
-
-    Returns:
-        int array ``[len(thresholds), C, 3]``; classes in ascending category id (detectron2's
-        contiguous order, that of ``BOX_THRESH_PER_CLASS``).
-
-    Raises:
-        ValueError: naming the record, if a prediction has an unknown image or category, or no
-            4-number bbox or score.
-    """
+def _images(gt: dict, preds: List[dict]):
+    """Per image of ``gt``: the detections' XYXY boxes, contiguous classes and scores, and the
+    true boxes and classes (the checks of :func:`sweep_counts`), and the number of classes."""
     cat_ids = sorted(c["id"] for c in gt["categories"])
     index = {c: i for i, c in enumerate(cat_ids)}
     images = {im["id"] for im in gt["images"]}
@@ -70,19 +65,55 @@ def sweep_counts(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np
                 "a bbox [x, y, w, h] and a score (COCO results format)"
             )
         dets[p["image_id"]].append(p)
-    counts = np.zeros((len(thresholds), len(cat_ids), 3), dtype=np.int64)
-    for image_id in images:
+    for image_id in sorted(images, key=str):
         gts, ds = truth.get(image_id, []), dets[image_id]
-        gt_boxes = _boxes_xyxy(gts)
-        gt_classes = torch.tensor([index[a["category_id"]] for a in gts], dtype=torch.long)
-        boxes = _boxes_xyxy(ds)
-        classes = torch.tensor([index[d["category_id"]] for d in ds], dtype=torch.long)
-        scores = torch.tensor([float(d["score"]) for d in ds], dtype=torch.float32)
+        yield (
+            _boxes_xyxy(ds),
+            torch.tensor([index[d["category_id"]] for d in ds], dtype=torch.long),
+            torch.tensor([float(d["score"]) for d in ds], dtype=torch.float32),
+            _boxes_xyxy(gts),
+            torch.tensor([index[a["category_id"]] for a in gts], dtype=torch.long),
+        )
+
+
+def sweep_counts(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np.ndarray:
+    """tp / fp / fn per threshold and class of the detections scored above each threshold.
+
+    Args:
+        gt: a COCO ground-truth dict (``images``, ``annotations``, ``categories``).
+        preds: COCO results records ``{image_id, category_id, bbox: [x, y, w, h], score}``.
+        thresholds: the score thresholds (a detection counts when its score is above one).
+
+    Returns:
+        int array ``[len(thresholds), C, 3]``; classes in ascending category id (detectron2's
+        contiguous order, that of ``BOX_THRESH_PER_CLASS``).
+
+    Raises:
+        ValueError: naming the record, if a prediction has an unknown image or category, or no
+            4-number bbox or score.
+    """
+    num_classes = len(gt["categories"])
+    counts = np.zeros((len(thresholds), num_classes, 3), dtype=np.int64)
+    for boxes, classes, scores, gt_boxes, gt_classes in _images(gt, preds):
         for t, thresh in enumerate(thresholds):
             keep = scores > thresh
             counts[t] += match_counts(
-                boxes[keep], classes[keep], scores[keep], gt_boxes, gt_classes, len(cat_ids)
+                boxes[keep], classes[keep], scores[keep], gt_boxes, gt_classes, num_classes
             )
+    return counts
+
+
+def sweep_errors(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np.ndarray:
+    """How many detections above each threshold are of each kind of :data:`ERROR_KINDS`
+    (:func:`.pseudo_errors.error_kinds`): int array ``[len(thresholds), len(ERROR_KINDS)]``.
+    Raises as :func:`sweep_counts`."""
+    counts = np.zeros((len(thresholds), len(ERROR_KINDS)), dtype=np.int64)
+    for boxes, classes, scores, gt_boxes, gt_classes in _images(gt, preds):
+        for t, thresh in enumerate(thresholds):
+            keep = scores > thresh
+            kinds = error_kinds(boxes[keep], classes[keep], scores[keep], gt_boxes, gt_classes)
+            for kind in kinds:
+                counts[t, ERROR_KINDS.index(kind)] += 1
     return counts
 
 
@@ -101,7 +132,8 @@ def class_thresholds(
 
 def sweep(gt: dict, preds: List[dict], thresholds: Sequence[float], min_precision: float) -> Dict:
     """The record of a sweep (what ``scripts/pseudo_thresholds.py --json`` prints): the classes'
-    names, the thresholds, :func:`sweep_counts` and :func:`class_thresholds`."""
+    names, the thresholds, :func:`sweep_counts`, :func:`class_thresholds` and
+    :func:`sweep_errors`."""
     counts = sweep_counts(gt, preds, thresholds)
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     return {
@@ -110,6 +142,8 @@ def sweep(gt: dict, preds: List[dict], thresholds: Sequence[float], min_precisio
         "classes": [c.get("name", str(c["id"])) for c in cats],
         "counts_tp_fp_fn": counts.tolist(),
         "box_thresh_per_class": class_thresholds(thresholds, counts, min_precision),
+        "error_kinds": list(ERROR_KINDS),
+        "error_counts": sweep_errors(gt, preds, thresholds).tolist(),
     }
 
 
@@ -125,4 +159,23 @@ def format_sweep_table(record: Dict) -> str:
     for c, name in enumerate(record["classes"]):
         cells = [f"{pr[f'precision_c{c}']:.1f} / {pr[f'recall_c{c}']:.1f}" for pr in per_thresh]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {chosen[c]:g} |")
+    return "\n".join(lines)
+
+
+def format_error_table(record: Dict) -> str:
+    """Markdown of a :func:`sweep` record's ``error_counts``: per kind and threshold, the
+    detections of that kind (all classes) and their share (percent) of the detections above
+    the threshold."""
+    thresholds, counts = record["thresholds"], np.asarray(record["error_counts"])
+    totals = counts.sum(axis=1)
+    lines = [
+        "| kind | " + " | ".join(f"> {t:g}" for t in thresholds) + " |",
+        "|---" * (len(thresholds) + 1) + "|",
+    ]
+    for k, kind in enumerate(record["error_kinds"]):
+        cells = [
+            f"{n} ({100.0 * n / total:.1f} %)" if total else "0"
+            for n, total in zip(counts[:, k], totals)
+        ]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from dualalign.evaluation.threshold_sweep import class_thresholds, sweep_counts
+from dualalign.evaluation.threshold_sweep import class_thresholds, sweep_counts, sweep_errors
 from dualalign.utils.paths import repo_root
 
 
@@ -42,6 +42,19 @@ def test_sweep_counts_by_hand_in_category_id_order():
     assert counts[0].tolist() == [[1, 2, 1], [1, 0, 0]]
     assert counts[1].tolist() == [[1, 1, 1], [0, 0, 1]]
     assert counts[2].tolist() == [[1, 0, 1], [0, 0, 1]]
+
+
+def test_sweep_errors_by_hand():
+    # kinds: correct, duplicate, class_beside_right, class_only, localisation, background
+    errors = sweep_errors(GT, PREDS, [0.5, 0.8, 0.9])
+    # > 0.5: the ASC-US box on the LSIL cell sits beside the LSIL detection that took the cell
+    assert errors[0].tolist() == [2, 0, 1, 0, 0, 1]
+    # > 0.8: that LSIL detection (0.75) is gone, so the cell's only label has the wrong class
+    assert errors[1].tolist() == [1, 0, 0, 1, 0, 0]
+    assert errors[2].tolist() == [1, 0, 0, 0, 0, 0]
+    counts = sweep_counts(GT, PREDS, [0.5, 0.8, 0.9])  # the kinds split tp and fp exactly
+    assert (errors[:, 0] == counts[:, :, 0].sum(axis=1)).all()
+    assert (errors[:, 1:].sum(axis=1) == counts[:, :, 1].sum(axis=1)).all()
 
 
 def test_class_thresholds_lowest_reaching_the_precision_else_one():
@@ -83,6 +96,8 @@ def test_script_prints_the_table_and_the_config_opt(tmp_path):
     record = json.loads(lines[-2])
     assert record["classes"] == ["ASC-US", "LSIL"] and record["thresholds"] == [0.5, 0.8, 0.9]
     assert "| ASC-US | 33.3 / 50.0 | 50.0 / 50.0 | 100.0 / 50.0 | 0.8 |" in proc.stdout
+    assert record["error_counts"] == [[2, 0, 1, 0, 0, 1], [1, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
+    assert "| class_only | 0 (0.0 %) | 1 (50.0 %) | 0 (0.0 %) |" in proc.stdout
 
 
 @pytest.mark.parametrize(
