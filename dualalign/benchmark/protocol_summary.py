@@ -21,6 +21,7 @@ from .protocol_tables import plot_deltas, write_tables
 
 __all__ = [
     "arm_contrasts",
+    "carry_bootstraps",
     "check_random_streams",
     "runs_left_out",
     "summarize",
@@ -165,6 +166,19 @@ def runs_left_out(old: dict, new: dict) -> List[str]:
     return lost
 
 
+def carry_bootstraps(summary: dict, previous: dict) -> None:
+    """Keeps, in ``summary``, the bootstrap intervals of ``previous`` (the summary it replaces)
+    that it could not compute: predictions stay out of git, so on a fresh checkout an arm's
+    runs made elsewhere have none, and the interval would be lost. A carried entry says so
+    (``carried``); it holds the pairs it was computed over (its ``pairs``)."""
+    for fraction, block in summary.get("fractions", {}).items():
+        before = previous.get("fractions", {}).get(fraction, {}).get("delta_vs_supervised", {})
+        for arm, entry in block.get("delta_vs_supervised", {}).items():
+            old = before.get(arm, {}).get("bootstrap")
+            if old and "bootstrap" not in entry:
+                entry["bootstrap"] = dict(old, carried=True)
+
+
 def write_summary(
     s: ProtocolSettings, runs, gates, test_json: str, out_dir: str, keep_fuller: bool = False
 ) -> dict:
@@ -189,8 +203,11 @@ def write_summary(
                 flush=True,
             )
             out_dir = partial
+    here = os.path.join(out_dir, "summary.json")
+    if os.path.isfile(here):
+        carry_bootstraps(summary, load_json(here))
     os.makedirs(out_dir, exist_ok=True)
-    atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+    atomic_write_json(here, summary)
     write_tables(summary, out_dir)
     plotted = plot_deltas(summary, out_dir)
     plot = ", paired_deltas.png" if plotted else " (no plot: no arm has supervised-continue pairs)"

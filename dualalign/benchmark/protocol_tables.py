@@ -25,7 +25,8 @@ def _fmt_boot(entry: dict) -> str:
     if not b:
         return ""
     lo, hi = b["ci95"]
-    return f"{b['delta']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({b['pairs']})"
+    carried = ", from an earlier summary" if b.get("carried") else ""
+    return f"{b['delta']:+.2f} [{lo:+.2f}, {hi:+.2f}] ({b['pairs']}{carried})"
 
 
 def _contrasts_table(block: dict) -> List[str]:

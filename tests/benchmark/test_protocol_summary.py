@@ -126,6 +126,35 @@ def test_runs_left_out_names_what_an_older_summary_holds_and_a_new_one_lacks():
     assert runs_left_out(old, old) == [] and runs_left_out({}, new) == []
 
 
+def test_a_bootstrap_that_cannot_be_recomputed_is_carried_and_said_so(tmp_path):
+    from dualalign.benchmark.protocol_summary import carry_bootstraps
+    from dualalign.benchmark.protocol_tables import write_tables
+
+    boot = {"delta": -0.41, "ci95": [-1.01, 0.21], "pairs": 2, "samples": 1000}
+    fresh = {"delta": 0.5, "ci95": [0.1, 0.9], "pairs": 3, "samples": 1000}
+    previous = {"fractions": {"0.25": {"delta_vs_supervised": {
+        "a": {"bootstrap": boot}, "b": {"bootstrap": boot}, "gone": {"bootstrap": boot},
+    }}}}  # fmt: skip
+    summary = {"gates": {}, "settings": {}, "fractions": {"0.25": {
+        "arms": {"supervised": {"mAP": 60.0, "n": 3}, "a": {"mAP": 61.0, "n": 3},
+                 "b": {"mAP": 61.0, "n": 3}, "c": {"mAP": 61.0, "n": 3}},
+        "delta_vs_supervised": {
+            "a": {"mean": 1.0, "ci95": [0.5, 1.5], "n": 3},  # predictions missing here
+            "b": {"mean": 1.0, "ci95": [0.5, 1.5], "n": 3, "bootstrap": fresh},
+            "c": {"mean": 1.0, "ci95": [0.5, 1.5], "n": 3},  # never had one
+        },
+    }}}  # fmt: skip
+    carry_bootstraps(summary, previous)
+    deltas = summary["fractions"]["0.25"]["delta_vs_supervised"]
+    assert deltas["a"]["bootstrap"] == dict(boot, carried=True)
+    assert deltas["b"]["bootstrap"] == fresh  # a recomputed one wins
+    assert "bootstrap" not in deltas["c"] and "gone" not in deltas
+    write_tables(summary, str(tmp_path))
+    text = (tmp_path / "tables.md").read_text()
+    assert "-0.41 [-1.01, +0.21] (2, from an earlier summary)" in text
+    assert "+0.50 [+0.10, +0.90] (3) |" in text
+
+
 def test_a_call_that_ran_some_pairs_keeps_a_fuller_summary_and_writes_its_own_apart(
     tmp_path, capsys
 ):
