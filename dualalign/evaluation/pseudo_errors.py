@@ -16,7 +16,7 @@ other kinds split its false positives):
 - ``background``: no true box at IoU >= 0.1.
 """
 
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ def error_kinds(
     gt_classes: torch.Tensor,
     iou_thresh: float = 0.5,
     background_iou: float = 0.1,
-) -> List[str]:
-    """The kind (one of :data:`ERROR_KINDS`) of each detection of one image.
+) -> Tuple[List[str], List[int]]:
+    """The kind (one of :data:`ERROR_KINDS`) of each detection of one image, and for a
+    detection of the wrong class the true class of the cell it labels.
 
     Args:
         pred_boxes (Tensor[N, 4]), pred_classes (Tensor[N]), scores (Tensor[N]): the
@@ -53,11 +54,14 @@ def error_kinds(
         background_iou: below this IoU with every true box, a detection is background.
 
     Returns:
-        list of N kinds, in the detections' order.
+        ``(kinds, cell_classes)``: N kinds, in the detections' order, and N classes: for
+        ``class_beside_right`` and ``class_only`` the class of the true box it overlaps most,
+        -1 for the other kinds.
     """
     n = len(pred_boxes)
+    cell_classes = [-1] * n
     if len(gt_boxes) == 0:
-        return ["background"] * n
+        return ["background"] * n, cell_classes
     iou = pairwise_iou(Boxes(pred_boxes.float()), Boxes(gt_boxes.float())).numpy()
     gt_cls = gt_classes.numpy()
     taken = np.zeros(len(gt_boxes), dtype=bool)
@@ -80,4 +84,5 @@ def error_kinds(
             kinds[i] = "background"
     for i, cells in other_class:  # ``taken`` is final: the right class labelled the cell?
         kinds[i] = "class_beside_right" if taken[cells].any() else "class_only"
-    return kinds
+        cell_classes[i] = int(gt_cls[cells[np.argmax(iou[i, cells])]])
+    return kinds, cell_classes

@@ -20,6 +20,7 @@ from .pseudo_quality import match_counts, precision_recall
 
 __all__ = [
     "class_thresholds",
+    "format_class_errors",
     "format_error_table",
     "format_sweep_table",
     "sweep",
@@ -103,18 +104,30 @@ def sweep_counts(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np
     return counts
 
 
-def sweep_errors(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np.ndarray:
-    """How many detections above each threshold are of each kind of :data:`ERROR_KINDS`
-    (:func:`.pseudo_errors.error_kinds`): int array ``[len(thresholds), len(ERROR_KINDS)]``.
-    Raises as :func:`sweep_counts`."""
-    counts = np.zeros((len(thresholds), len(ERROR_KINDS)), dtype=np.int64)
+def sweep_errors(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> Dict[str, np.ndarray]:
+    """What the detections above each threshold are (:func:`.pseudo_errors.error_kinds`).
+
+    Returns:
+        ``per_class``: int array ``[len(thresholds), C, len(ERROR_KINDS)]``, the detections of
+        each predicted class and kind; ``confusion``: int array ``[len(thresholds), C, C]``,
+        the detections of the wrong class (``class_beside_right`` and ``class_only``) by
+        predicted class (rows) and the true class of the cell they label (columns).
+    Raises as :func:`sweep_counts`.
+    """
+    num_classes = len(gt["categories"])
+    per_class = np.zeros((len(thresholds), num_classes, len(ERROR_KINDS)), dtype=np.int64)
+    confusion = np.zeros((len(thresholds), num_classes, num_classes), dtype=np.int64)
     for boxes, classes, scores, gt_boxes, gt_classes in _images(gt, preds):
         for t, thresh in enumerate(thresholds):
             keep = scores > thresh
-            kinds = error_kinds(boxes[keep], classes[keep], scores[keep], gt_boxes, gt_classes)
-            for kind in kinds:
-                counts[t, ERROR_KINDS.index(kind)] += 1
-    return counts
+            kinds, cells = error_kinds(
+                boxes[keep], classes[keep], scores[keep], gt_boxes, gt_classes
+            )
+            for c, kind, cell in zip(classes[keep].tolist(), kinds, cells):
+                per_class[t, c, ERROR_KINDS.index(kind)] += 1
+                if cell >= 0:
+                    confusion[t, c, cell] += 1
+    return {"per_class": per_class, "confusion": confusion}
 
 
 def class_thresholds(
@@ -135,6 +148,7 @@ def sweep(gt: dict, preds: List[dict], thresholds: Sequence[float], min_precisio
     names, the thresholds, :func:`sweep_counts`, :func:`class_thresholds` and
     :func:`sweep_errors`."""
     counts = sweep_counts(gt, preds, thresholds)
+    errors = sweep_errors(gt, preds, thresholds)
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     return {
         "min_precision": min_precision,
@@ -143,7 +157,9 @@ def sweep(gt: dict, preds: List[dict], thresholds: Sequence[float], min_precisio
         "counts_tp_fp_fn": counts.tolist(),
         "box_thresh_per_class": class_thresholds(thresholds, counts, min_precision),
         "error_kinds": list(ERROR_KINDS),
-        "error_counts": sweep_errors(gt, preds, thresholds).tolist(),
+        "error_counts": errors["per_class"].sum(axis=1).tolist(),
+        "error_counts_per_class": errors["per_class"].tolist(),
+        "class_confusion": errors["confusion"].tolist(),
     }
 
 
@@ -178,4 +194,24 @@ def format_error_table(record: Dict) -> str:
             for n, total in zip(counts[:, k], totals)
         ]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_class_errors(record: Dict, thresh: float) -> str:
+    """Markdown of a :func:`sweep` record at one of its thresholds: per predicted class, its
+    detections of each kind, then the true class of the cells its wrong-class detections
+    label. Raises ValueError if ``thresh`` is not one of the record's thresholds."""
+    if thresh not in record["thresholds"]:
+        raise ValueError(f"{thresh:g} is not one of the swept thresholds {record['thresholds']}")
+    t = record["thresholds"].index(thresh)
+    names, kinds = record["classes"], record["error_kinds"]
+    per_class, confusion = record["error_counts_per_class"][t], record["class_confusion"][t]
+    lines = [
+        f"| above {thresh:g}, predicted class | " + " | ".join(kinds)
+        + " | | the wrong-class ones on cells of: " + " / ".join(names) + " |",
+        "|---" * (len(kinds) + 3) + "|",
+    ]
+    for c, name in enumerate(names):
+        row = " | ".join(str(n) for n in per_class[c])
+        lines.append(f"| {name} | {row} | | " + " / ".join(str(n) for n in confusion[c]) + " |")
     return "\n".join(lines)

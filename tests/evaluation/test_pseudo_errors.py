@@ -28,7 +28,7 @@ def test_one_of_each_kind_by_hand():
     )
     classes = torch.tensor([0, 0, 1, 2, 1, 0, 0])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.95, 0.6, 0.5, 0.4])
-    kinds = error_kinds(pred, classes, scores, gt_boxes, gt_classes)
+    kinds, cells = error_kinds(pred, classes, scores, gt_boxes, gt_classes)
     assert kinds == [
         "correct",
         "duplicate",
@@ -38,9 +38,9 @@ def test_one_of_each_kind_by_hand():
         "localisation",
         "background",
     ]
-    assert error_kinds(pred, classes, scores, t([]), torch.tensor([], dtype=torch.long)) == [
-        "background"
-    ] * 7
+    assert cells == [-1, -1, -1, 1, 2, -1, -1]  # the true class of a wrong-class cell
+    empty = torch.tensor([], dtype=torch.long)
+    assert error_kinds(pred, classes, scores, t([]), empty) == (["background"] * 7, [-1] * 7)
 
 
 def test_kinds_split_true_and_false_positives_on_random_images():
@@ -54,8 +54,11 @@ def test_kinds_split_true_and_false_positives_on_random_images():
         classes = torch.tensor(rng.integers(0, 3, n), dtype=torch.long)
         gt_classes = torch.tensor(rng.integers(0, 3, m), dtype=torch.long)
         scores = torch.tensor(rng.uniform(0, 1, n), dtype=torch.float32)
-        kinds = error_kinds(pred, classes, scores, gt, gt_classes)
+        kinds, cells = error_kinds(pred, classes, scores, gt, gt_classes)
         counts = match_counts(pred, classes, scores, gt, gt_classes, 3)
         assert set(kinds) <= set(ERROR_KINDS)
+        wrong_class = [k in ("class_beside_right", "class_only") for k in kinds]
+        assert [c >= 0 for c in cells] == wrong_class
+        assert all(c != int(p) for c, p, w in zip(cells, classes, wrong_class) if w)
         assert kinds.count("correct") == counts[:, 0].sum()
         assert len(kinds) - kinds.count("correct") == counts[:, 1].sum()

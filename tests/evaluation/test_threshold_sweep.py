@@ -46,7 +46,12 @@ def test_sweep_counts_by_hand_in_category_id_order():
 
 def test_sweep_errors_by_hand():
     # kinds: correct, duplicate, class_beside_right, class_only, localisation, background
-    errors = sweep_errors(GT, PREDS, [0.5, 0.8, 0.9])
+    out = sweep_errors(GT, PREDS, [0.5, 0.8, 0.9])
+    errors = out["per_class"].sum(axis=1)
+    # per predicted class at > 0.5: ASC-US one right, one on the LSIL cell, one background
+    assert out["per_class"][0].tolist() == [[1, 0, 1, 0, 0, 1], [1, 0, 0, 0, 0, 0]]
+    assert out["confusion"][0].tolist() == [[0, 1], [0, 0]]  # ASC-US on an LSIL cell
+    assert out["confusion"][2].tolist() == [[0, 0], [0, 0]]
     # > 0.5: the ASC-US box on the LSIL cell sits beside the LSIL detection that took the cell
     assert errors[0].tolist() == [2, 0, 1, 0, 0, 1]
     # > 0.8: that LSIL detection (0.75) is gone, so the cell's only label has the wrong class
@@ -98,6 +103,10 @@ def test_script_prints_the_table_and_the_config_opt(tmp_path):
     assert "| ASC-US | 33.3 / 50.0 | 50.0 / 50.0 | 100.0 / 50.0 | 0.8 |" in proc.stdout
     assert record["error_counts"] == [[2, 0, 1, 0, 0, 1], [1, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
     assert "| class_only | 0 (0.0 %) | 1 (50.0 %) | 0 (0.0 %) |" in proc.stdout
+    assert record["class_confusion"][1] == [[0, 1], [0, 0]]
+    # per class at the swept threshold nearest 0.9
+    assert "| above 0.9, predicted class |" in proc.stdout
+    assert "| ASC-US | 1 | 0 | 0 | 0 | 0 | 0 | | 0 / 0 |" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -108,6 +117,7 @@ def test_script_prints_the_table_and_the_config_opt(tmp_path):
         ("not json", [], "not valid JSON"),
         ("[]", ["--thresholds", "0.5,1.2"], "values in \\[0, 1\\)"),
         ("[]", ["--min-precision", "0"], "percentage"),
+        ("[]", ["--thresholds", "0.5,0.8", "--errors-at", "0.9"], "--errors-at 0.9: one of"),
     ],
 )
 def test_script_bad_input_is_one_line_with_exit_code_2(tmp_path, pred, args, message):
