@@ -43,8 +43,9 @@ def _boxes_xyxy(records: List[dict]) -> torch.Tensor:
 
 
 def _images(gt: dict, preds: List[dict]):
-    """Per image of ``gt``: the detections' XYXY boxes, contiguous classes and scores, and the
-    true boxes and classes (the checks of :func:`sweep_counts`), and the number of classes."""
+    """Per image of ``gt``: the detections' XYXY boxes, contiguous classes and scores, then the
+    true boxes and classes. Every prediction is checked (:func:`sweep_counts`'s ValueError)
+    before the first image is given."""
     cat_ids = sorted(c["id"] for c in gt["categories"])
     index = {c: i for i, c in enumerate(cat_ids)}
     images = {im["id"] for im in gt["images"]}
