@@ -1,9 +1,9 @@
 """What a model's wrong pseudo-labels are: each confident detection sorted into one kind against
 the truth of a labelled split (or the synthetic pool's hidden truth).
 
-The kinds, tried in this order (IoU with the true boxes; greedy by score, as
-:func:`.pseudo_quality.match_counts` matches, so ``correct`` counts its true positives and the
-other kinds split its false positives):
+The kinds, tried in this order (IoU with the true boxes; greedy by score, as COCO matches). This
+is the one home of that matching: :func:`.pseudo_quality.match_counts` counts the ``correct``
+detections as its true positives and the other kinds as its false positives.
 
 - ``correct``: IoU >= 0.5 with a true box of its class that no higher-scored detection took;
 - ``duplicate``: IoU >= 0.5 with a true box of its class, already taken;

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.structures import Boxes, BoxMode, pairwise_iou
+from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from ..modeling.pseudo_boxes import Thresh, detection_thresholds
+from .pseudo_errors import error_kinds
 
 __all__ = ["PseudoLabelQualityEvaluator", "match_counts", "precision_recall"]
 
@@ -31,7 +32,9 @@ def match_counts(
     num_classes: int,
     iou_thresh: float = 0.5,
 ) -> np.ndarray:
-    """Per-class (true positives, false positives, false negatives) of one image.
+    """Per-class (true positives, false positives, false negatives) of one image: a true
+    positive is a detection :func:`.pseudo_errors.error_kinds` calls ``correct`` (IoU >=
+    ``iou_thresh`` with a true box of its class that no higher-scored detection took).
 
     Args:
         pred_boxes (Tensor[N, 4]), pred_classes (Tensor[N]), scores (Tensor[N]): the pseudo
@@ -44,19 +47,13 @@ def match_counts(
         np.ndarray[C, 3] of int: columns tp, fp, fn.
     """
     counts = np.zeros((num_classes, 3), dtype=np.int64)
-    iou = pairwise_iou(Boxes(pred_boxes.float()), Boxes(gt_boxes.float())).numpy()
-    taken = np.zeros(len(gt_boxes), dtype=bool)
-    gt_cls = gt_classes.numpy()
-    for i in torch.argsort(scores, descending=True).tolist():
-        c = int(pred_classes[i])
-        candidates = np.where((gt_cls == c) & ~taken)[0] if len(gt_cls) else []
-        best = max(candidates, key=lambda j: iou[i, j], default=None)
-        if best is not None and iou[i, best] >= iou_thresh:
-            taken[best] = True
-            counts[c, 0] += 1
-        else:
-            counts[c, 1] += 1
-    np.add.at(counts[:, 2], gt_cls[~taken], 1)
+    kinds, _ = error_kinds(pred_boxes, pred_classes, scores, gt_boxes, gt_classes, iou_thresh)
+    right = np.array([k == "correct" for k in kinds], dtype=bool)
+    pred_cls = pred_classes.numpy()
+    np.add.at(counts[:, 0], pred_cls[right], 1)
+    np.add.at(counts[:, 1], pred_cls[~right], 1)
+    # a right detection took a true box of its own class: the rest of that class is missed
+    counts[:, 2] = np.bincount(gt_classes.numpy(), minlength=num_classes) - counts[:, 0]
     return counts
 
 

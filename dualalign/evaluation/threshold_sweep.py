@@ -5,8 +5,9 @@ each class reaches a target precision (``DUALALIGN.PSEUDO.BOX_THRESH_PER_CLASS``
 Run it on the **val** split with the checkpoint that will be the teacher (the burn-in): a class
 whose detections never reach the target precision at any swept threshold gets 1.0 (no
 pseudo-box: its detections become ignore regions with ``DUALALIGN.PSEUDO.IGNORE_THRESH``).
-Matching is :func:`.pseudo_quality.match_counts` (IoU >= 0.5, same class, greedy by score), the
-rule the pseudo-label diagnostics use on the unlabelled pool.
+Matching is :func:`.pseudo_errors.error_kinds` (IoU >= 0.5, same class, greedy by score), the
+rule of :func:`.pseudo_quality.match_counts`, which the pseudo-label diagnostics use on the
+unlabelled pool.
 """
 
 import math
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .pseudo_errors import ERROR_KINDS, error_kinds
-from .pseudo_quality import match_counts, precision_recall
+from .pseudo_quality import precision_recall
 
 __all__ = [
     "class_thresholds",
@@ -94,15 +95,16 @@ def sweep_counts(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> np
         ValueError: naming the record, if a prediction has an unknown image or category, or no
             4-number bbox or score.
     """
-    num_classes = len(gt["categories"])
-    counts = np.zeros((len(thresholds), num_classes, 3), dtype=np.int64)
-    for boxes, classes, scores, gt_boxes, gt_classes in _images(gt, preds):
-        for t, thresh in enumerate(thresholds):
-            keep = scores > thresh
-            counts[t] += match_counts(
-                boxes[keep], classes[keep], scores[keep], gt_boxes, gt_classes, num_classes
-            )
-    return counts
+    return _tp_fp_fn(sweep_errors(gt, preds, thresholds))
+
+
+def _tp_fp_fn(errors: Dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`sweep_counts` from :func:`sweep_errors`: a ``correct`` detection is a true
+    positive (:func:`.pseudo_quality.match_counts`), any other kind a false positive, and a
+    true box no right detection took a false negative."""
+    per_class = errors["per_class"]
+    tp = per_class[:, :, ERROR_KINDS.index("correct")]
+    return np.stack([tp, per_class.sum(axis=2) - tp, errors["truth"][None, :] - tp], axis=2)
 
 
 def sweep_errors(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> Dict[str, np.ndarray]:
@@ -112,13 +114,16 @@ def sweep_errors(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> Di
         ``per_class``: int array ``[len(thresholds), C, len(ERROR_KINDS)]``, the detections of
         each predicted class and kind; ``confusion``: int array ``[len(thresholds), C, C]``,
         the detections of the wrong class (``class_beside_right`` and ``class_only``) by
-        predicted class (rows) and the true class of the cell they label (columns).
+        predicted class (rows) and the true class of the cell they label (columns);
+        ``truth``: int array ``[C]``, the true boxes of each class.
     Raises as :func:`sweep_counts`.
     """
     num_classes = len(gt["categories"])
     per_class = np.zeros((len(thresholds), num_classes, len(ERROR_KINDS)), dtype=np.int64)
     confusion = np.zeros((len(thresholds), num_classes, num_classes), dtype=np.int64)
+    truth = np.zeros(num_classes, dtype=np.int64)
     for boxes, classes, scores, gt_boxes, gt_classes in _images(gt, preds):
+        truth += np.bincount(gt_classes.numpy(), minlength=num_classes)
         for t, thresh in enumerate(thresholds):
             keep = scores > thresh
             kinds, cells = error_kinds(
@@ -128,7 +133,7 @@ def sweep_errors(gt: dict, preds: List[dict], thresholds: Sequence[float]) -> Di
                 per_class[t, c, ERROR_KINDS.index(kind)] += 1
                 if cell >= 0:
                     confusion[t, c, cell] += 1
-    return {"per_class": per_class, "confusion": confusion}
+    return {"per_class": per_class, "confusion": confusion, "truth": truth}
 
 
 def class_thresholds(
@@ -148,8 +153,8 @@ def sweep(gt: dict, preds: List[dict], thresholds: Sequence[float], min_precisio
     """The record of a sweep (what ``scripts/pseudo_thresholds.py --json`` prints): the classes'
     names, the thresholds, :func:`sweep_counts`, :func:`class_thresholds` and
     :func:`sweep_errors`."""
-    counts = sweep_counts(gt, preds, thresholds)
-    errors = sweep_errors(gt, preds, thresholds)
+    errors = sweep_errors(gt, preds, thresholds)  # one pass; the counts follow from it
+    counts = _tp_fp_fn(errors)
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     return {
         "min_precision": min_precision,
