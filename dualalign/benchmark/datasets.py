@@ -65,9 +65,18 @@ def prepare_dataset(name, data_root, class_agnostic, label):
     }
 
 
-def _cervix93(data_root, class_agnostic, label, splits=("train", "test")):
+CERVIX93_SHORT_SIDE = 480  # 1280x960 frames: a 64 px nucleus box becomes 32 px
+
+
+def _cervix93(data_root, class_agnostic, label, splits=("train", "test"), short_side=None):
     """Cervix93's annotation files (class-agnostic copies when asked), model opts and the
-    unlabelled pool's opts per fraction."""
+    unlabelled pool's opts per fraction. ``short_side``: the frames' shorter side in pixels for
+    training and test (default :data:`CERVIX93_SHORT_SIDE`; the 4:3 frames keep their aspect),
+    so a 64 px nucleus box becomes ``64 * short_side / 960`` px."""
+    short_side = short_side or CERVIX93_SHORT_SIDE
+    if short_side < 64:
+        raise ValueError(f"short_side {short_side}: at least 64 px (the boxes would vanish)")
+    long_side = str(-(-short_side * 4 // 3))
     if not data_root or not os.path.isfile(os.path.join(data_root, "annotations_train.json")):
         raise FileNotFoundError(
             f"--data-root {data_root!r}: no annotations_train.json; point it at the cervix93 folder"
@@ -84,15 +93,14 @@ def _cervix93(data_root, class_agnostic, label, splits=("train", "test")):
         "1" if class_agnostic else "3",
         "DUALALIGN.PROXY.INCLUDE_BACKGROUND",
         str(bool(class_agnostic)),
-        # 1280x960 frames, 64 px nucleus boxes: 480 px keeps boxes ~24 px on the CPU preset.
         "INPUT.MIN_SIZE_TRAIN",
-        "(480,)",
+        f"({short_side},)",
         "INPUT.MAX_SIZE_TRAIN",
-        "640",
+        long_side,
         "INPUT.MIN_SIZE_TEST",
-        "480",
+        str(short_side),
         "INPUT.MAX_SIZE_TEST",
-        "640",
+        long_side,
     ]
 
     def fraction_opts(fraction):
@@ -109,15 +117,17 @@ def _cervix93(data_root, class_agnostic, label, splits=("train", "test")):
                 fraction_opts=fraction_opts)  # fmt: skip
 
 
-def prepare_cervix93_protocol(data_root, class_agnostic, label="cervix93_protocol") -> dict:
+def prepare_cervix93_protocol(
+    data_root, class_agnostic, label="cervix93_protocol", short_side=None
+) -> dict:
     """Cervix93 for the two-stage protocol: ``{"opts", "fraction_opts", "val_name", "val_json",
-    "test_name", "test_json", "pool_truth_name"}``.
+    "test_name", "test_json", "pool_truth_name"}`` (``short_side``: see :func:`_cervix93`).
 
     The unlabelled pool is the rest of the train split at a fraction below 1 and the train images
     themselves (labels dropped) at 1. Pseudo-label quality is not logged (``pool_truth_name``
     None): the pool's truth is a different subset of the train file for every split seed.
     """
-    c = _cervix93(data_root, class_agnostic, label, splits=("train", "val", "test"))
+    c = _cervix93(data_root, class_agnostic, label, ("train", "val", "test"), short_side)
     coco = [[f"{label}_{k}", c[k], c["images"]] for k in ("train", "val", "test")]
     opts = [
         "DUALALIGN.DATASETS.COCO", str(coco),

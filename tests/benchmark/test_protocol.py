@@ -145,6 +145,13 @@ def test_cervix93_protocol_data_declares_val_and_the_pool_per_fraction(
         val = DatasetCatalog.get(data["val_name"])
         assert len(val) == 9  # the val split's 9 frames
         assert len(MetadataCatalog.get(data["val_name"]).thing_classes) == (1 if agnostic else 3)
+    assert (low.INPUT.MIN_SIZE_TRAIN, low.INPUT.MAX_SIZE_TEST) == ((480,), 640)  # the default
+    small = prepare_cervix93_protocol(root, False, label="c93s", short_side=320)
+    cfg = build_cfg(cfg_file, small["opts"] + small["fraction_opts"](0.25))
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (320,) and cfg.INPUT.MIN_SIZE_TEST == 320
+    assert cfg.INPUT.MAX_SIZE_TRAIN == cfg.INPUT.MAX_SIZE_TEST == 427  # the 4:3 frame, whole
+    with pytest.raises(ValueError, match="short_side 32"):
+        prepare_cervix93_protocol(root, False, short_side=32)
 
 
 def test_script_flags_reach_the_settings(monkeypatch, capsys):
@@ -203,6 +210,25 @@ def test_script_flags_reach_the_settings(monkeypatch, capsys):
                      "ref", "--arms", "self_training", "--contrast", "self_training",
                      "teacher_null_control@ref"])  # fmt: skip
     assert "add teacher_null_control to --arms" in capsys.readouterr().err
+    cervix = {}
+    monkeypatch.setattr(
+        script,
+        "prepare_cervix93_protocol",
+        lambda root, agnostic, label, short_side: cervix.update(
+            root=root, agnostic=agnostic, label=label, short_side=short_side
+        ),
+    )
+    script.main(["--dataset", "cervix93_agnostic", "--data-root", "c93", "--short-side", "320",
+                 "--summarize-only"])  # fmt: skip
+    assert cervix == {"root": "c93", "agnostic": True, "label": "cervix93_agnostic_protocol",
+                      "short_side": 320}  # fmt: skip
+    assert seen["out"] == os.path.join("results", "protocol", "cervix93_agnostic")
+    script.main(["--dataset", "cervix93", "--data-root", "c93", "--summarize-only"])
+    assert cervix["short_side"] is None and not cervix["agnostic"]  # the data set's default
+    with pytest.raises(SystemExit):  # the synthetic patches have one size
+        script.main(["--short-side", "320"])
+    with pytest.raises(SystemExit):
+        script.main(["--dataset", "cervix93", "--short-side", "32"])
 
 
 def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path, capsys):
