@@ -363,10 +363,16 @@ def check_gates(burn_ins: List[dict], s: ProtocolSettings) -> dict:
                 f"{s.plateau_points}); lengthen {flag} if it still rises{again}, or {noise}"
             )
     if gates["label_limited"] is False:
+        fix = "lengthen --burn-in-iters so that labels, not iterations, limit the detector"
+        if gates["plateau"]:  # every curve is flat: more iterations will not open the gap
+            fix = (
+                "every burn-in has plateaued, so more iterations will not open the gap: at "
+                f"{min(means) * 100:g} % the labels do not limit this detector on this data set "
+                "(a smaller labelled fraction, or a harder task, would be label-limited)"
+            )
         gates["messages"].append(
             f"label-limited gate failed: supervised gains {gap:.2f} points from the smallest to "
-            f"the largest fraction (needed >= {s.label_gap_points}); lengthen --burn-in-iters "
-            "so that labels, not iterations, limit the detector"
+            f"the largest fraction (needed >= {s.label_gap_points}); {fix}"
         )
     return gates
 

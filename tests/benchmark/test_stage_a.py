@@ -29,9 +29,15 @@ def test_gates_on_stage_a_curves():
     gates = check_gates(burn_ins, s)
     assert gates["plateau"] and gates["label_limited"] and not gates["messages"]
     assert gates["sup_1_minus_0.25"] == pytest.approx(10.0)
+    burn_ins[1]["val_mAP_history"] = [(i, m + 2) for i, m in flat]  # flat, 2 points above
+    gates = check_gates(burn_ins, s)
+    assert gates["plateau"] and gates["label_limited"] is False
+    assert "more iterations will not open the gap: at 25 % the labels" in gates["messages"][0]
+    assert "lengthen" not in gates["messages"][0]
     burn_ins[1]["val_mAP_history"] = rising
     gates = check_gates(burn_ins, s)
     assert not gates["plateau"] and not gates["label_limited"]
+    assert "lengthen --burn-in-iters so that labels" in gates["messages"][-1]  # still rising
     plateau = [m for m in gates["messages"] if m.startswith("plateau")]
     assert len(plateau) == 1 and "100 % burn-in" in plateau[0]  # the 25 % one is flat
     assert "--gate-burn-in-iters" in plateau[0]  # 100 % is gate-only: its own length
