@@ -148,8 +148,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.short_side and args.dataset == "synthetic":
         p.error("--short-side: Cervix93 only (the synthetic patches are 256 px)")
-    if args.short_side and args.short_side < 64:
-        p.error(f"--short-side {args.short_side}: at least 64 px")
     if args.precise_bn_iters < 0:
         p.error(f"--precise-bn-iters {args.precise_bn_iters}: N >= 0 (0: the running averages)")
     for name in sum(args.contrast or [], []):
@@ -188,8 +186,11 @@ def main(argv=None):
         data = prepare_synthetic(args.data_root or os.path.join("datasets", "synthetic_protocol"))
     else:
         agnostic = args.dataset == "cervix93_agnostic"
-        label = args.dataset + "_protocol"
-        data = prepare_cervix93_protocol(args.data_root, agnostic, label, args.short_side or None)
+        label, side = args.dataset + "_protocol", args.short_side or None
+        try:
+            data = prepare_cervix93_protocol(args.data_root, agnostic, label, side)
+        except ValueError as e:  # a short side too small for the boxes
+            p.error(f"--short-side: {e}")
     args.output = args.output or os.path.join("results", "protocol", args.dataset)
     if args.summarize_only:
         summary = summarize_finished(s, data, args.output)

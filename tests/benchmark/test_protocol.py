@@ -227,8 +227,12 @@ def test_script_flags_reach_the_settings(monkeypatch, capsys):
     assert cervix["short_side"] is None and not cervix["agnostic"]  # the data set's default
     with pytest.raises(SystemExit):  # the synthetic patches have one size
         script.main(["--short-side", "320"])
-    with pytest.raises(SystemExit):
-        script.main(["--dataset", "cervix93", "--short-side", "32"])
+    from dualalign.benchmark.datasets import prepare_cervix93_protocol
+
+    monkeypatch.setattr(script, "prepare_cervix93_protocol", prepare_cervix93_protocol)
+    with pytest.raises(SystemExit):  # refused before any file is read
+        script.main(["--dataset", "cervix93", "--data-root", "nowhere", "--short-side", "32"])
+    assert "--short-side: short_side 32: at least 64 px" in capsys.readouterr().err
 
 
 def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path, capsys):
