@@ -46,7 +46,6 @@ def main(argv=None):
     p.add_argument(
         "--short-side",
         type=int,
-        default=0,
         metavar="PX",
         help="cervix93: the 1280x960 frames' shorter side in pixels for training and test "
         f"(default {CERVIX93_SHORT_SIDE}; 320 halves the CPU step time); a 64 px nucleus box "
@@ -146,7 +145,7 @@ def main(argv=None):
         "values, and the keys of stage B's budget (iterations, lr, seed, weights) are refused",
     )
     args = p.parse_args(argv)
-    if args.short_side and args.dataset == "synthetic":
+    if args.short_side is not None and args.dataset == "synthetic":
         p.error("--short-side: Cervix93 only (the synthetic patches are 256 px)")
     if args.precise_bn_iters < 0:
         p.error(f"--precise-bn-iters {args.precise_bn_iters}: N >= 0 (0: the running averages)")
@@ -186,7 +185,8 @@ def main(argv=None):
         data = prepare_synthetic(args.data_root or os.path.join("datasets", "synthetic_protocol"))
     else:
         agnostic = args.dataset == "cervix93_agnostic"
-        label, side = args.dataset + "_protocol", args.short_side or None
+        label = args.dataset + "_protocol"
+        side = CERVIX93_SHORT_SIDE if args.short_side is None else args.short_side
         try:
             data = prepare_cervix93_protocol(args.data_root, agnostic, label, side)
         except ValueError as e:  # a short side too small for the boxes

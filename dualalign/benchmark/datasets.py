@@ -68,12 +68,13 @@ def prepare_dataset(name, data_root, class_agnostic, label):
 CERVIX93_SHORT_SIDE = 480  # 1280x960 frames: a 64 px nucleus box becomes 32 px
 
 
-def _cervix93(data_root, class_agnostic, label, splits=("train", "test"), short_side=None):
+def _cervix93(
+    data_root, class_agnostic, label, splits=("train", "test"), short_side=CERVIX93_SHORT_SIDE
+):
     """Cervix93's annotation files (class-agnostic copies when asked), model opts and the
     unlabelled pool's opts per fraction. ``short_side``: the frames' shorter side in pixels for
-    training and test (default :data:`CERVIX93_SHORT_SIDE`; the 4:3 frames keep their aspect),
-    so a 64 px nucleus box becomes ``64 * short_side / 960`` px."""
-    short_side = short_side or CERVIX93_SHORT_SIDE
+    training and test (the 4:3 frames keep their aspect), so a 64 px nucleus box becomes
+    ``64 * short_side / 960`` px."""
     if short_side < 64:
         raise ValueError(f"short_side {short_side}: at least 64 px (the boxes would vanish)")
     long_side = str(-(-short_side * 4 // 3))
@@ -118,7 +119,7 @@ def _cervix93(data_root, class_agnostic, label, splits=("train", "test"), short_
 
 
 def prepare_cervix93_protocol(
-    data_root, class_agnostic, label="cervix93_protocol", short_side=None
+    data_root, class_agnostic, label="cervix93_protocol", short_side=CERVIX93_SHORT_SIDE
 ) -> dict:
     """Cervix93 for the two-stage protocol: ``{"opts", "fraction_opts", "val_name", "val_json",
     "test_name", "test_json", "pool_truth_name"}`` (``short_side``: see :func:`_cervix93`).

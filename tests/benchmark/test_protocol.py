@@ -224,7 +224,7 @@ def test_script_flags_reach_the_settings(monkeypatch, capsys):
                       "short_side": 320}  # fmt: skip
     assert seen["out"] == os.path.join("results", "protocol", "cervix93_agnostic")
     script.main(["--dataset", "cervix93", "--data-root", "c93", "--summarize-only"])
-    assert cervix["short_side"] is None and not cervix["agnostic"]  # the data set's default
+    assert cervix["short_side"] == 480 and not cervix["agnostic"]  # the data set's default
     with pytest.raises(SystemExit):  # the synthetic patches have one size
         script.main(["--short-side", "320"])
     from dualalign.benchmark.datasets import prepare_cervix93_protocol
@@ -233,6 +233,9 @@ def test_script_flags_reach_the_settings(monkeypatch, capsys):
     with pytest.raises(SystemExit):  # refused before any file is read
         script.main(["--dataset", "cervix93", "--data-root", "nowhere", "--short-side", "32"])
     assert "--short-side: short_side 32: at least 64 px" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # 0 is a size, not "the default"
+        script.main(["--dataset", "cervix93", "--data-root", "nowhere", "--short-side", "0"])
+    assert "--short-side: short_side 0: at least 64 px" in capsys.readouterr().err
 
 
 def test_a_search_points_summary_reads_its_reference_points_runs(tmp_path, capsys):
