@@ -1,8 +1,9 @@
 """The Faster R-CNN steps that the semi-supervised methods compose, as functions of a model.
 
 One backbone pass over labelled + unlabelled images, the labelled images' supervised losses,
-RPN proposals without loss and box-head outputs of given boxes. ``DualAlignRCNN``, ``CSDRCNN``
-and ``MeanTeacherRCNN`` are built from these, so each method's file holds only its own step.
+RPN proposals without loss and box-head features and outputs of given boxes. ``DualAlignRCNN``,
+``CSDRCNN`` and ``MeanTeacherRCNN`` are built from these, so each method's file holds only its
+own step.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -13,6 +14,7 @@ from detectron2.structures import Boxes, ImageList
 from .pseudo_rpn import RPNHeadPass
 
 __all__ = [
+    "box_head_features",
     "box_head_outputs",
     "joint_backbone",
     "proposals_without_loss",
@@ -95,21 +97,33 @@ def top_proposal_boxes(rpn, images: ImageList, features: Dict[str, torch.Tensor]
     return [p.proposal_boxes.tensor[:k] for p in proposals]
 
 
-def box_head_outputs(
+def box_head_features(
     roi_heads, features: Dict[str, torch.Tensor], boxes: Sequence[torch.Tensor]
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Class logits and regression deltas of given boxes, one pooler + box-head pass.
+) -> torch.Tensor:
+    """H of given boxes: the box head's output, the input of the class and box predictors.
 
     Args:
-        roi_heads: a ``StandardROIHeads`` (its pooler, box head and predictor are used; works in
-            train or eval mode).
+        roi_heads: a ``StandardROIHeads`` (its pooler and box head are used; works in train or
+            eval mode).
         features: feature maps of exactly ``len(boxes)`` images.
         boxes: XYXY boxes per image.
 
     Returns:
-        (Tensor[N, C + 1] logits, Tensor[N, 4C or 4] deltas), rows in image order.
+        Tensor[N, D], rows in image order.
     """
     x = roi_heads.box_pooler(
         [features[f] for f in roi_heads.box_in_features], [Boxes(b) for b in boxes]
     )
-    return roi_heads.box_predictor(roi_heads.box_head(x))
+    return roi_heads.box_head(x)
+
+
+def box_head_outputs(
+    roi_heads, features: Dict[str, torch.Tensor], boxes: Sequence[torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Class logits and regression deltas of given boxes, one pooler + box-head pass
+    (:func:`box_head_features`, then the predictor).
+
+    Returns:
+        (Tensor[N, C + 1] logits, Tensor[N, 4C or 4] deltas), rows in image order.
+    """
+    return roi_heads.box_predictor(box_head_features(roi_heads, features, boxes))
