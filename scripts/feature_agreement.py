@@ -9,6 +9,7 @@ data sets; --split-file: the labelled split the model was trained on):
     python scripts/feature_agreement.py --config-file RUN/config.yaml \
         --weights RUN/model_final.pth --labeled my_train --split-file RUN/labeled_split.json \
         --eval my_val [--eval my_pool_truth] [--min-score 0.9] [--json out.json]
+        [--held-out negatives]   # + the hard negatives of labelled images outside the split
 
 Prints one table per --eval data set; never give it the test split. Bad input exits with code 2
 and a one-line error.
@@ -19,6 +20,8 @@ import json
 import os
 import sys
 import warnings
+
+import torch
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
@@ -57,9 +60,12 @@ def run(args) -> dict:
     if not 0 <= args.min_score < 1:
         raise ValueError(f"--min-score {args.min_score}: a score in [0, 1)")
     cfg = build_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights or ""], device=args.device)
-    labeled = _records(args.labeled, "--labeled")
+    if args.held_out != "none" and not args.split_file:
+        raise ValueError(f"--held-out {args.held_out}: needs --split-file (the held-out images "
+                         "are the --labeled images outside the split)")  # fmt: skip
+    labeled, held_out = _records(args.labeled, "--labeled"), []
     if args.split_file:
-        labeled, _ = apply_split_file(args.split_file, labeled)
+        labeled, held_out = apply_split_file(args.split_file, labeled)
     evals = {name: _records(name, "--eval") for name in args.eval}
     model = build_model(cfg).eval()
     if args.weights:
@@ -67,9 +73,15 @@ def run(args) -> dict:
     mapper = DatasetMapper(cfg, is_train=False)
     min_labeled = min(args.min_score, HARD_NEGATIVE_SCORE)
     bank = label_bank(collect(model, mapper, labeled, min_labeled), HARD_NEGATIVE_SCORE)
+    if args.held_out != "none":  # labelled evidence the model never trained on
+        extra = label_bank(collect(model, mapper, held_out, min_labeled), HARD_NEGATIVE_SCORE,
+                           negatives_only=args.held_out == "negatives")  # fmt: skip
+        bank = tuple(torch.cat(pair) for pair in zip(bank, extra))
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     out = {
         "labeled_images": len(labeled),
+        "held_out": args.held_out,
+        "held_out_images": len(held_out) if args.held_out != "none" else 0,
         "bank_true_boxes": int((bank[1] >= 0).sum()),
         "bank_hard_negatives": int((bank[1] < 0).sum()),
         "reports": {},
@@ -90,6 +102,14 @@ def main(argv=None) -> int:
     p.add_argument("--split-file", default="", help="labeled_split.json of the model's run")
     p.add_argument("--eval", action="append", required=True, help="a data set with truth")
     p.add_argument("--min-score", type=float, default=0.9, help="the pipeline's box threshold")
+    p.add_argument(
+        "--held-out",
+        choices=("none", "negatives", "all"),
+        default="none",
+        help="a diagnostic with labels the model's run did not have: the --labeled images "
+        "outside --split-file add their hard negatives (negatives) or those and their true "
+        "boxes (all) to the bank",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default="", help="also write the record to this file")
     args = p.parse_args(argv)
@@ -98,9 +118,11 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"labelled bank: {out['labeled_images']} images, {out['bank_true_boxes']} true boxes, "
-          f"{out['bank_hard_negatives']} hard negatives (detections >= {HARD_NEGATIVE_SCORE} "
-          "with no true box at IoU >= 0.1); rules: " + ", ".join(RULES))  # fmt: skip
+    n_held = out["held_out_images"]
+    held = f" + {n_held} held out ({args.held_out})" if n_held else ""
+    print(f"labelled bank: {out['labeled_images']} images{held}, {out['bank_true_boxes']} true "
+          f"boxes, {out['bank_hard_negatives']} hard negatives (detections >= "
+          f"{HARD_NEGATIVE_SCORE} with no true box at IoU >= 0.1); rules: " + ", ".join(RULES))
     for name, report in out["reports"].items():
         print()
         print(format_agreement_report(name, report))

@@ -5,8 +5,8 @@ The features are the box head's output H (the input of the class and box predict
 L2-normalised. The labelled bank holds, for the labelled images, each true box's feature with
 its class and, as *hard negatives* (label -1), the feature of each detection scored at least
 ``hard_negative_score`` with no true box at IoU >= ``background_iou`` (the cells the model still
-takes for a lesion on images it was trained on). A rule keeps a detection when the bank agrees
-with its predicted class:
+takes for a lesion on images it was trained on; a diagnostic can add those of labelled images it
+never trained on). A rule keeps a detection when the bank agrees with its predicted class:
 
 - ``nearest_mean``: the class whose mean true-box feature is closest (cosine) is its class;
 - ``nn1``: the nearest bank row (cosine) is a true box of its class;
@@ -75,15 +75,20 @@ def agreement(
 
 
 def label_bank(
-    images: List[dict], hard_negative_score: float = 0.5, background_iou: float = 0.1
+    images: List[dict],
+    hard_negative_score: float = 0.5,
+    background_iou: float = 0.1,
+    negatives_only: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(features [M, D], labels [M]) of labelled images as :func:`collect` returns them: their
-    true boxes with their classes, then their hard negatives (label -1), see the module
-    docstring. The images must have been collected with ``min_score <= hard_negative_score``."""
+    true boxes with their classes (unless ``negatives_only``), then their hard negatives (label
+    -1), see the module docstring. The images must have been collected with ``min_score <=
+    hard_negative_score``."""
     feats, labels = [], []
     for im in images:
-        feats.append(im["gt_features"])
-        labels.append(im["gt_classes"])
+        if not negatives_only:
+            feats.append(im["gt_features"])
+            labels.append(im["gt_classes"])
         confident = im["scores"] >= hard_negative_score
         if confident.any():
             iou = pairwise_iou(Boxes(im["boxes"][confident]), Boxes(im["gt_boxes"]))

@@ -1,6 +1,6 @@
 """The labelled-feature agreement diagnostic (dualalign/evaluation/feature_agreement.py,
 scripts/feature_agreement.py): each rule by hand, the bank's hard negatives, the report's counts,
-and the script on a tiny model."""
+the script on a tiny model, with the labelled images outside a split held out."""
 
 import json
 import os
@@ -99,6 +99,17 @@ def test_label_bank_keeps_true_boxes_and_confident_lone_detections():
     assert torch.allclose(feats, torch.cat([unit([1, 0.1]), unit([0, 1]), unit([0.5, 1])]))
 
 
+def test_label_bank_negatives_only_leaves_out_the_true_boxes():
+    images = [
+        image(
+            boxes=[[50, 50, 60, 60]], classes=[1], scores=[0.8], features=[[0, 1]],
+            gt_boxes=[[0, 0, 10, 10]], gt_classes=[0], gt_features=[[1, 0]],
+        ),
+    ]
+    feats, labels = label_bank(images, negatives_only=True)
+    assert labels.tolist() == [HARD_NEGATIVE] and torch.allclose(feats, unit([0, 1]))
+
+
 def test_report_counts_by_hand():
     bank = (unit([1, 0], [0, 1], [1, 1]), torch.tensor([0, 1, HARD_NEGATIVE]))
     images = [
@@ -144,6 +155,24 @@ def test_script_on_a_tiny_model(tiny_synthetic, tmp_path):
         assert rule["detections"] + sum(rule["dropped"].values()) == report["detections"]
     assert "test_fa: " in proc.stdout and "| knn10 |" in proc.stdout
 
+    # held out: the labelled images outside the split add their true boxes ("all") to the bank
+    with open(tiny_synthetic["labeled"]) as f:
+        coco = json.load(f)
+    ids = [im["id"] for im in coco["images"]]
+    split = tmp_path / "labeled_split.json"
+    split.write_text(json.dumps({"image_ids": ids[:3]}))
+    proc = run_script("--config-file", str(config), "--labeled", "lab_fa", "--eval", "test_fa",
+                      "--split-file", str(split), "--held-out", "all", "--min-score", "0",
+                      "--device", "cpu", "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    held = json.loads(out.read_text())
+    assert (held["labeled_images"], held["held_out_images"]) == (3, 5)
+    assert held["bank_true_boxes"] == len(coco["annotations"])
+    assert "3 images + 5 held out (all)" in proc.stdout
+
+    bad = run_script("--config-file", str(config), "--labeled", "lab_fa", "--eval", "test_fa",
+                     "--held-out", "negatives")  # fmt: skip
+    assert bad.returncode == 2 and "--held-out negatives: needs --split-file" in bad.stderr
     bad = run_script("--config-file", str(config), "--labeled", "lab_fa", "--eval", "nope")
     assert bad.returncode == 2 and "--eval 'nope' is not a data set" in bad.stderr
     bad = run_script("--config-file", str(config), "--labeled", "lab_fa", "--eval", "test_fa",
