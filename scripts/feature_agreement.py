@@ -16,7 +16,6 @@ and a one-line error.
 """
 
 import argparse
-import json
 import os
 import sys
 import warnings
