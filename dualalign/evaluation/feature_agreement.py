@@ -4,9 +4,10 @@ confident detections? A labeller diagnostic (issue 14: what the teacher's pseudo
 The features are the box head's output H (the input of the class and box predictors),
 L2-normalised. The labelled bank holds, for the labelled images, each true box's feature with
 its class and, as *hard negatives* (label -1), the feature of each detection scored at least
-``hard_negative_score`` with no true box at IoU >= ``background_iou`` (the cells the model still
-takes for a lesion on images it was trained on; a diagnostic can add those of labelled images it
-never trained on). A rule keeps a detection when the bank agrees with its predicted class:
+``hard_negative_score`` with no true box at IoU >= ``background_iou``, i.e. of the kind
+``background`` of :func:`.pseudo_errors.error_kinds` (the cells the model still takes for a
+lesion on images it was trained on; a diagnostic can add those of labelled images it never
+trained on). A rule keeps a detection when the bank agrees with its predicted class:
 
 - ``nearest_mean``: the class whose mean true-box feature is closest (cosine) is its class;
 - ``nn1``: the nearest bank row (cosine) is a true box of its class;
@@ -23,7 +24,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.structures import Boxes, BoxMode, pairwise_iou
+from detectron2.structures import BoxMode
 
 from ..modeling.detector_steps import box_head_features
 from .pseudo_errors import error_kinds
@@ -90,13 +91,13 @@ def label_bank(
             feats.append(im["gt_features"])
             labels.append(im["gt_classes"])
         confident = im["scores"] >= hard_negative_score
-        if confident.any():
-            iou = pairwise_iou(Boxes(im["boxes"][confident]), Boxes(im["gt_boxes"]))
-            lone = iou.max(1).values < background_iou if iou.shape[1] else torch.ones(
-                iou.shape[0], dtype=torch.bool
-            )
-            feats.append(im["features"][confident][lone])
-            labels.append(torch.full((int(lone.sum()),), HARD_NEGATIVE, dtype=torch.long))
+        kinds, _ = error_kinds(
+            im["boxes"][confident], im["classes"][confident], im["scores"][confident],
+            im["gt_boxes"], im["gt_classes"], background_iou=background_iou,
+        )  # fmt: skip
+        lone = torch.tensor([k == "background" for k in kinds], dtype=torch.bool)
+        feats.append(im["features"][confident][lone])
+        labels.append(torch.full((int(lone.sum()),), HARD_NEGATIVE, dtype=torch.long))
     return torch.cat(feats), torch.cat(labels)
 
 
